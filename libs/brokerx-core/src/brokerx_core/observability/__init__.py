@@ -1,0 +1,1 @@
+"""Logging, metrics, health checks and heartbeats shared by every service."""

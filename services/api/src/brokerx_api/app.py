@@ -1,0 +1,93 @@
+"""`create_app()`: the FastAPI application and the resources its lifespan owns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from brokerx_api import health
+from brokerx_api.accounts.endpoints import router as accounts_router
+from brokerx_api.auth.endpoints import router as auth_router
+from brokerx_api.clients.endpoints import router as clients_router
+from brokerx_api.errors import install_error_handlers
+from brokerx_api.marketdata.endpoints import router as marketdata_router
+from brokerx_api.middleware import RequestIdMiddleware
+from brokerx_api.orders.endpoints import router as orders_router
+from brokerx_api.settings import ApiSettings
+from brokerx_api.stream.endpoints import router as stream_router
+from brokerx_core.db import create_engine, create_sessionmaker
+from brokerx_core.observability.health import Heartbeat
+from brokerx_core.observability.logging import configure_logging
+from brokerx_core.observability.metrics import register_process_metrics, unregister
+from brokerx_core.redis import create_redis
+
+API_PREFIX = "/api/v1"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: ApiSettings = app.state.settings
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    arq = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.redis = redis
+    app.state.arq = arq
+    collectors = register_process_metrics("api", engine)
+    heartbeat = Heartbeat(
+        redis,
+        "api",
+        interval=settings.heartbeat_interval_seconds,
+        ttl=settings.heartbeat_ttl_seconds,
+    )
+    heartbeat.start()
+    for hook in app.state.startup_hooks:
+        await hook(app)
+    try:
+        yield
+    finally:
+        for hook in reversed(app.state.shutdown_hooks):
+            await hook(app)
+        await heartbeat.stop()
+        unregister(collectors)
+        await arq.aclose()
+        await redis.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the api. Resources (engine, Redis, arq pool) are created by the lifespan."""
+    settings = settings or ApiSettings()
+    configure_logging("api", settings.log_level, json=settings.log_json)
+    app = FastAPI(
+        title="BrokerX API",
+        version="1.0.0",
+        summary="Online brokerage for retail investors",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    # Domain packages register background tasks (stream readers) here.
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    for router in (
+        clients_router,
+        auth_router,
+        accounts_router,
+        marketdata_router,
+        orders_router,
+        stream_router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
+        app, include_in_schema=False
+    )
+    return app

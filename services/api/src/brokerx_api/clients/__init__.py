@@ -1,0 +1,1 @@
+"""The clients domain of the api."""

@@ -1,0 +1,1 @@
+"""The orders domain of the api."""

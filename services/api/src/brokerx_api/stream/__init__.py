@@ -1,0 +1,1 @@
+"""The stream domain of the api."""

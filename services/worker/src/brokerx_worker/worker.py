@@ -1,0 +1,108 @@
+"""Process wiring of the worker: arq worker, ops server, heartbeat, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from brokerx_core.db import create_engine, create_sessionmaker
+from brokerx_core.observability.health import (
+    Heartbeat,
+    check_database,
+    check_redis,
+    run_checks,
+)
+from brokerx_core.observability.logging import configure_logging, get_logger
+from brokerx_core.observability.metrics import register_process_metrics, unregister
+from brokerx_core.observability.ops_server import create_ops_app, create_ops_server
+from brokerx_core.redis import create_redis
+from brokerx_worker import registry
+from brokerx_worker.settings import WorkerSettings
+
+log = get_logger(__name__)
+
+
+async def on_startup(ctx: dict[str, Any]) -> None:
+    """Create clients once and put them in ctx; start the ops server and background tasks."""
+    settings: WorkerSettings = ctx["settings"]
+    engine = create_engine(settings)
+    ctx["engine"] = engine
+    ctx["sessionmaker"] = create_sessionmaker(engine)
+    ctx["streams"] = create_redis(settings)
+    ctx["collectors"] = register_process_metrics("worker", engine)
+
+    async def health() -> tuple[int, dict[str, object]]:
+        return await run_checks(
+            {
+                "database": lambda: check_database(engine),
+                "redis": lambda: check_redis(ctx["streams"]),
+            }
+        )
+
+    server = create_ops_server(create_ops_app(health), settings.ops_host, settings.ops_port)
+    ctx["ops_server"] = server
+    ctx["ops_task"] = asyncio.create_task(server.serve(), name="ops-server")
+    heartbeat = Heartbeat(
+        ctx["streams"],
+        "worker",
+        interval=settings.heartbeat_interval_seconds,
+        ttl=settings.heartbeat_ttl_seconds,
+    )
+    heartbeat.start()
+    ctx["heartbeat"] = heartbeat
+    ctx["background"] = [
+        asyncio.create_task(task(ctx), name=getattr(task, "__name__", "task"))
+        for task in registry.BACKGROUND_TASKS
+    ]
+    log.info("worker_started", port=settings.ops_port)
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    """Stop background tasks, the ops server and release clients."""
+    for task in ctx.get("background", []):
+        task.cancel()
+    for task in ctx.get("background", []):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if "heartbeat" in ctx:
+        await ctx["heartbeat"].stop()
+    if "ops_server" in ctx:
+        ctx["ops_server"].should_exit = True
+        await ctx["ops_task"]
+    if "collectors" in ctx:
+        unregister(ctx["collectors"])
+    if "streams" in ctx:
+        await ctx["streams"].aclose()
+    if "engine" in ctx:
+        await ctx["engine"].dispose()
+    log.info("worker_stopped")
+
+
+def create_worker(settings: WorkerSettings) -> Worker:
+    """An arq Worker with every registered job, cron job and the startup/shutdown hooks."""
+    return Worker(
+        functions=registry.FUNCTIONS,
+        cron_jobs=registry.CRON_JOBS,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        ctx={"settings": settings},
+        max_jobs=20,
+        job_timeout=600,
+        keep_result=60,
+        handle_signals=True,
+    )
+
+
+async def run(settings: WorkerSettings) -> None:
+    """Run the worker until SIGINT/SIGTERM."""
+    configure_logging("worker", settings.log_level, json=settings.log_json)
+    worker = create_worker(settings)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
