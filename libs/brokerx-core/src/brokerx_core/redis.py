@@ -12,10 +12,11 @@ SOCKET_TIMEOUT_SECONDS = 15.0
 
 def create_redis(settings: BrokerXSettings, *, decode_responses: bool = False) -> Redis:
     """A pooled asyncio Redis client for `settings.redis_url`."""
-    return Redis.from_url(
+    client: Redis = Redis.from_url(
         settings.redis_url,
         decode_responses=decode_responses,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=3.0,
         health_check_interval=30,
     )
+    return client

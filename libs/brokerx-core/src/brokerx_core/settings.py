@@ -118,5 +118,15 @@ class BrokerXSettings(BaseSettings):
 
     @property
     def libpq_url(self) -> str:
-        """The same database as a plain libpq URL (pg_dump, psql, asyncpg.connect)."""
-        return self.sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        """The same database as a plain, fully percent-encoded libpq URL (pg_dump, psql)."""
+        from urllib.parse import quote
+
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.sqlalchemy_url)
+        auth = quote(url.username or "", safe="")
+        if url.password:
+            auth += ":" + quote(str(url.password), safe="")
+        host = url.host or "127.0.0.1"
+        port = f":{url.port}" if url.port else ""
+        return f"postgresql://{auth}@{host}{port}/{url.database or ''}"

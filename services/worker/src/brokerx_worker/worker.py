@@ -20,7 +20,7 @@ from brokerx_core.observability.logging import configure_logging, get_logger
 from brokerx_core.observability.metrics import register_process_metrics, unregister
 from brokerx_core.observability.ops_server import create_ops_app, create_ops_server
 from brokerx_core.redis import create_redis
-from brokerx_worker import registry
+from brokerx_worker import backup, registry
 from brokerx_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -86,7 +86,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
     """An arq Worker with every registered job, cron job and the startup/shutdown hooks."""
     return Worker(
         functions=registry.FUNCTIONS,
-        cron_jobs=registry.CRON_JOBS,
+        cron_jobs=[*registry.CRON_JOBS, backup.backup_cron_job(settings.backup_cron)],
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),

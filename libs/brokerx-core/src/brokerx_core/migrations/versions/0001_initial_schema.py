@@ -394,9 +394,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint("status IN ('settled')", name=op.f("ck_deposit_status")),
-        sa.CheckConstraint(
-            "amount > 0", name=op.f("ck_deposit_amount_positive")
-        ),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_deposit_amount_positive")),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["account.id"],

@@ -1,0 +1,1 @@
+"""Auth helpers shared by services: JWT issuing/decoding with pinned algorithms."""

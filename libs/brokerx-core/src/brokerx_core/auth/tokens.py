@@ -1,0 +1,105 @@
+"""JWT access and MFA tokens (pyjwt). Refresh tokens are opaque and live in the database.
+
+Every token carries `iss`, `aud`, `exp`, `iat`, `jti`, `sub` and `typ` (access | mfa);
+decoding pins the algorithm, audience and issuer and requires every one of them, so
+`alg: none`, a foreign signature, another audience or a token of the wrong type all fail.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+
+TokenType = Literal["access", "mfa"]
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti", "sub", "typ"]
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired or of the wrong type."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    algorithm: Literal["HS256", "RS256"]
+    signing_key: str  # HS256 secret, or RS256 private key (PEM)
+    verifying_key: str  # HS256 secret, or RS256 public key (PEM)
+    issuer: str
+    audience: str
+    access_ttl_seconds: int
+    mfa_ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    subject: uuid.UUID
+    token_type: TokenType
+    session_id: uuid.UUID | None
+    token_id: str
+    expires_at: int
+
+
+class TokenService:
+    """Issues and verifies BrokerX JWTs. `clock` is injectable for tests."""
+
+    def __init__(self, config: TokenConfig, clock: Any = time.time) -> None:
+        self._config = config
+        self._clock = clock
+
+    @property
+    def access_ttl_seconds(self) -> int:
+        return self._config.access_ttl_seconds
+
+    def _issue(self, subject: uuid.UUID, typ: TokenType, ttl: int, **extra: Any) -> str:
+        now = int(self._clock())
+        claims = {
+            "iss": self._config.issuer,
+            "aud": self._config.audience,
+            "sub": str(subject),
+            "typ": typ,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            **extra,
+        }
+        return jwt.encode(claims, self._config.signing_key, algorithm=self._config.algorithm)
+
+    def issue_access(self, client_id: uuid.UUID, session_id: uuid.UUID) -> str:
+        """A short-lived access token bound to a login session."""
+        return self._issue(
+            client_id, "access", self._config.access_ttl_seconds, sid=str(session_id)
+        )
+
+    def issue_mfa(self, client_id: uuid.UUID) -> str:
+        """A short-lived token proving the password step passed; only MFA verify takes it."""
+        return self._issue(client_id, "mfa", self._config.mfa_ttl_seconds)
+
+    def decode(self, token: str, expected_type: TokenType) -> TokenClaims:
+        """Verify signature, algorithm, issuer, audience, expiry and type."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._config.verifying_key,
+                algorithms=[self._config.algorithm],
+                audience=self._config.audience,
+                issuer=self._config.issuer,
+                options={"require": REQUIRED_CLAIMS, "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from exc
+        # Expiry is checked against the injectable clock rather than the wall clock.
+        if int(claims["exp"]) <= int(self._clock()):
+            raise InvalidToken("token expired")
+        if claims.get("typ") != expected_type:
+            raise InvalidToken("wrong token type")
+        try:
+            subject = uuid.UUID(str(claims["sub"]))
+            session = uuid.UUID(str(claims["sid"])) if claims.get("sid") else None
+        except ValueError as exc:
+            raise InvalidToken("malformed subject") from exc
+        if expected_type == "access" and session is None:
+            raise InvalidToken("access token without session")
+        return TokenClaims(subject, expected_type, session, str(claims["jti"]), int(claims["exp"]))

@@ -1,0 +1,117 @@
+"""`CurrentClient`: the authenticated client of a request (Bearer access token)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import text
+
+from brokerx_api.errors import Unauthorized
+from brokerx_api.settings import ApiSettings
+from brokerx_core.auth.tokens import InvalidToken, TokenConfig, TokenService
+
+SESSION_CACHE_KEY = "auth:session:{session_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedClient:
+    client_id: uuid.UUID
+    session_id: uuid.UUID
+    account_id: uuid.UUID
+
+
+def token_service_from(settings: ApiSettings) -> TokenService:
+    """Build the token service from settings (HS256 secret or RS256 key pair)."""
+    if settings.jwt_algorithm == "RS256":
+        if settings.jwt_private_key is None or settings.jwt_public_key is None:
+            raise ValueError("RS256 needs JWT_PRIVATE_KEY and JWT_PUBLIC_KEY")
+        signing = settings.jwt_private_key.get_secret_value()
+        verifying = settings.jwt_public_key
+    else:
+        signing = verifying = settings.jwt_secret.get_secret_value()
+    return TokenService(
+        TokenConfig(
+            algorithm=settings.jwt_algorithm,
+            signing_key=signing,
+            verifying_key=verifying,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            access_ttl_seconds=settings.access_token_ttl_seconds,
+            mfa_ttl_seconds=settings.mfa_token_ttl_seconds,
+        )
+    )
+
+
+def get_token_service(request: Request) -> TokenService:
+    """The app's token service (built once, replaceable in tests for a fake clock)."""
+    service = getattr(request.app.state, "token_service", None)
+    if service is None:
+        service = token_service_from(request.app.state.settings)
+        request.app.state.token_service = service
+    return service  # type: ignore[no-any-return]
+
+
+TokenServiceDep = Annotated[TokenService, Depends(get_token_service)]
+
+
+def bearer_token(request: Request) -> str:
+    """The raw Bearer token of the request, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+async def session_account(
+    request: Request, client_id: uuid.UUID, session_id: uuid.UUID
+) -> uuid.UUID | None:
+    """The account id when the session is live, else None (cached briefly in Redis).
+
+    Logout and refresh-token reuse delete the cache entry, so revocation is immediate.
+    """
+    redis = request.app.state.redis
+    settings: ApiSettings = request.app.state.settings
+    key = SESSION_CACHE_KEY.format(session_id=session_id)
+    cached = await redis.get(key)
+    if cached is not None:
+        value = cached.decode() if isinstance(cached, bytes) else str(cached)
+        return None if value == "revoked" else uuid.UUID(value)
+    async with request.app.state.sessionmaker() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT a.id FROM auth_session s JOIN client c ON c.id = s.client_id"
+                    " JOIN account a ON a.client_id = c.id"
+                    " WHERE s.id = :sid AND s.client_id = :cid AND s.revoked_at IS NULL"
+                    " AND s.expires_at > now() AND c.status = 'active'"
+                ),
+                {"sid": session_id, "cid": client_id},
+            )
+        ).first()
+    account_id = row[0] if row else None
+    await redis.set(
+        key, str(account_id) if account_id else "revoked", ex=settings.session_cache_seconds
+    )
+    return account_id
+
+
+async def current_client(request: Request, tokens: TokenServiceDep) -> AuthenticatedClient:
+    """Authenticate the request's access token against a live session, or 401."""
+    try:
+        claims = tokens.decode(bearer_token(request), "access")
+    except InvalidToken as exc:
+        raise Unauthorized(
+            "Invalid or expired token", headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+    assert claims.session_id is not None
+    account_id = await session_account(request, claims.subject, claims.session_id)
+    if account_id is None:
+        raise Unauthorized("Session revoked or expired", headers={"WWW-Authenticate": "Bearer"})
+    return AuthenticatedClient(claims.subject, claims.session_id, account_id)
+
+
+CurrentClient = Annotated[AuthenticatedClient, Depends(current_client)]
