@@ -5,6 +5,7 @@
 #   promtool    -> tests/infra/test_prometheus.py (shipped in the `prometheus` package)
 #   pg_dump,    -> tests/infra/test_backup.py  (backup job + restore script)
 #   pg_restore, psql, createdb
+#   ShellCheck  -> tests/infra/test_deploy.py  (lint of the shell scripts, if present)
 # Idempotent: binaries already on PATH are not reinstalled. Services are never started
 # (policy-rc.d refuses them), the tests run their own throwaway instances.
 set -euo pipefail
@@ -23,6 +24,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 { command -v pg_dump && command -v pg_restore && command -v psql; } >/dev/null 2>&1 \
     || missing+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# Optional: test_deploy.py lints every shell script with it when present.
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-system-deps: everything already present"
