@@ -1,7 +1,9 @@
-"""Value types of the order book: sides, time in force, fills and operation results.
+"""Types of the order book: the public value types and the book's internal nodes.
 
-Everything here is immutable and carries integers only (prices in ticks, quantities in
-shares); the engine converts to and from `Decimal` at its edges.
+The value types (sides, time in force, fills, results, views) are immutable and carry
+integers only (prices in ticks, quantities in shares); the engine converts to and from
+`Decimal` at its edges. `LevelNode` and `OrderNode` are the book's mutable insides:
+`OrderBook` never hands them out.
 """
 
 from __future__ import annotations
@@ -120,3 +122,68 @@ class Depth(NamedTuple):
 
     bids: list[tuple[int, int]]
     asks: list[tuple[int, int]]
+
+
+# ------------------------------------------------------------ internal nodes
+
+
+class LevelNode:
+    """One price level: an intrusive doubly linked FIFO of orders and their total.
+
+    `key` is the price for bids and minus the price for asks (see `OrderBook`).
+    """
+
+    __slots__ = ("price", "key", "quantity", "head", "tail")
+
+    def __init__(self, price: int, key: int) -> None:
+        self.price = price
+        self.key = key
+        self.quantity = 0
+        self.head: OrderNode | None = None
+        self.tail: OrderNode | None = None
+
+
+class OrderNode:
+    """A resting order, linked into its level; `leaves` is what is left to trade."""
+
+    __slots__ = (
+        "order_id",
+        "account",
+        "is_buy",
+        "price",
+        "leaves",
+        "seq",
+        "tif",
+        "level",
+        "prev",
+        "next",
+    )
+
+    def __init__(
+        self,
+        order_id: Hashable,
+        account: Hashable,
+        is_buy: bool,
+        price: int,
+        leaves: int,
+        seq: int,
+        tif: TimeInForce,
+        level: LevelNode,
+        prev: OrderNode | None,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.is_buy = is_buy
+        self.price = price
+        self.leaves = leaves
+        self.seq = seq
+        self.tif = tif
+        self.level = level
+        self.prev = prev
+        self.next: OrderNode | None = None
+
+    def view(self) -> RestingOrder:
+        side = Side.BUY if self.is_buy else Side.SELL
+        return RestingOrder(
+            self.order_id, self.account, side, self.price, self.leaves, self.seq, self.tif
+        )
