@@ -8,7 +8,7 @@ COMPOSE ?= docker compose
 PYTEST_ARGS ?=
 
 .PHONY: help install run servers test test-fast lint typecheck format bench chaos fuzz migrate seed \
-        invariants backup restore deploy rollback up down logs secrets certs clean
+        invariants backup restore deploy rollback up down logs secrets certs stop clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ down: ## docker compose: stop everything (volumes kept)
 logs: ## docker compose: follow logs (SERVICE=api to pick one)
 	$(COMPOSE) logs -f --tail=200 $(SERVICE)
 
-clean: ## stop leftover local servers and remove .devdata
-	-$(UV) run --frozen python -m brokerx_devstack stop
+stop: ## stop whatever a killed `make run` or the tests left running
+	-$(UV) run --frozen python -m brokerx_devstack stop --data-dir .devdata/run
+	-$(UV) run --frozen python -m brokerx_devstack stop --data-dir .devdata/test
+
+clean: stop ## stop leftover local servers and remove .devdata
 	rm -rf .devdata
