@@ -54,33 +54,42 @@ async def database_url(servers: ServerUrls) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def _session_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(database_url, pool_size=20, max_overflow=20)
     yield engine
     await engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_sessionmaker(engine)
-
-
-@pytest.fixture(scope="session")
-async def redis(servers: ServerUrls) -> AsyncIterator[Redis]:
+async def _session_redis(servers: ServerUrls) -> AsyncIterator[Redis]:
     client = Redis.from_url(servers.redis_url)
     yield client
     await client.aclose()
 
 
-@pytest.fixture(autouse=True)
-async def _clean_state(request: pytest.FixtureRequest) -> None:
-    """Empty every table and Redis before each test that touches them."""
-    if "engine" in request.fixturenames or "redis" in request.fixturenames:
-        engine: AsyncEngine = request.getfixturevalue("engine")
-        redis: Redis = request.getfixturevalue("redis")
-        async with engine.begin() as conn:
-            await conn.execute(text(_TRUNCATE))
-        await redis.flushdb()
+@pytest.fixture
+async def _clean_state(_session_engine: AsyncEngine, _session_redis: Redis) -> None:
+    """Empty every table and the Redis database: once per test, before it runs."""
+    async with _session_engine.begin() as conn:
+        await conn.execute(text(_TRUNCATE))
+    await _session_redis.flushdb()
+
+
+@pytest.fixture
+def engine(_clean_state: None, _session_engine: AsyncEngine) -> AsyncEngine:
+    """The test database's engine; the database is empty when the test starts."""
+    return _session_engine
+
+
+@pytest.fixture
+def redis(_clean_state: None, _session_redis: Redis) -> Redis:
+    """A Redis client on the test database; flushed when the test starts."""
+    return _session_redis
+
+
+@pytest.fixture
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
 
 
 @pytest.fixture

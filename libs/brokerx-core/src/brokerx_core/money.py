@@ -27,10 +27,20 @@ def to_decimal(value: object) -> Decimal:
 
 
 def decimal_places(value: Decimal) -> int:
-    """Number of digits after the point that the value really carries (1.50 → 1)."""
-    exponent = value.normalize().as_tuple().exponent
+    """Number of digits after the point that the value really carries (1.50 → 1).
+
+    Exact at any length: `normalize()` would round to the context's 28 digits first.
+    """
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
-    return max(0, -exponent)
+    if not any(digits):
+        return 0
+    places = -exponent
+    index = len(digits) - 1
+    while places > 0 and index >= 0 and digits[index] == 0:
+        places -= 1
+        index -= 1
+    return max(0, places)
 
 
 def cash(value: Decimal) -> Decimal:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -93,6 +93,18 @@ class BrokerXSettings(BaseSettings):
             dotenv_settings,
             file_secret_settings,
         )
+
+    @field_validator("session_open", "session_close")
+    @classmethod
+    def _session_time_is_hhmm(cls, value: str | None) -> str | None:
+        # Refuse a malformed session time at start-up, not at the first order.
+        if value is not None and value.strip():
+            hours, sep, minutes = value.strip().partition(":")
+            if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+                raise ValueError(f"session time must be HH:MM (UTC), got {value!r}")
+            if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+                raise ValueError(f"session time out of range: {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> BrokerXSettings:

@@ -1,4 +1,8 @@
-"""FastAPI dependencies shared by every domain package (`SessionDep`, `RedisDep`, ...)."""
+"""FastAPI dependencies shared by every domain package (`SessionDep`, `RedisDep`, ...).
+
+Every dependency is `async def`: FastAPI runs plain `def` dependencies in its threadpool,
+a thread hop per dependency per request on the hot path.
+"""
 
 from __future__ import annotations
 
@@ -27,15 +31,15 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-def _redis(request: Request) -> Redis:
+async def _redis(request: Request) -> Redis:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
-def _settings(request: Request) -> ApiSettings:
+async def _settings(request: Request) -> ApiSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     """The caller's address (nginx sets X-Forwarded-For; we trust only its first hop)."""
     forwarded = request.headers.get("x-forwarded-for")
     if forwarded:
@@ -43,7 +47,7 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def correlation_id(request: Request) -> str:
+async def correlation_id(request: Request) -> str:
     """The correlation id bound by RequestIdMiddleware."""
     return str(request.state.correlation_id)
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from brokerx_core.observability.logging import get_logger
@@ -122,6 +126,45 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL or Redis is unreachable or restarting: the request changed nothing
+    # (its transaction did not commit), so the client may retry.
+    log.warning("dependency_unavailable", path=request.url.path, error=type(exc).__name__)
+    return problem(
+        503,
+        "service_unavailable",
+        "Service temporarily unavailable",
+        "A backing service is unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean 'the database/Redis is not reachable right now'."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)):
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "").startswith(
+        ("08", "57P")  # connection exception; operator intervention (admin shutdown)
+    ):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and _is_connection_error(cause)
+
+
+async def _infrastructure_error(request: Request, exc: Exception) -> JSONResponse:
+    # Registered by class so Starlette answers without re-raising (its catch-all
+    # `Exception` handler re-raises after responding).
+    if _is_connection_error(exc):
+        return await _dependency_down(request, exc)
+    return await _unexpected_error(request, exc)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", path=request.url.path)
     return problem(500, "internal_error", "Internal error", "An unexpected error occurred")
@@ -132,4 +175,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for infrastructure_error in (
+        DBAPIError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        RedisConnectionError,
+        RedisTimeoutError,
+        OSError,
+    ):
+        app.add_exception_handler(infrastructure_error, _infrastructure_error)
     app.add_exception_handler(Exception, _unexpected_error)

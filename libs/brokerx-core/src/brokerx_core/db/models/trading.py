@@ -116,6 +116,13 @@ class ClientOrder(TimestampMixin, Base):
             "priority_seq",
             postgresql_where=text(f"status IN {OPEN_STATUSES}"),
         ),
+        # Intake counts an account's open orders on every order (migration 0002).
+        Index(
+            "ix_client_order_open_by_account",
+            "account_id",
+            "intake_seq",
+            postgresql_where=text(f"status IN {OPEN_STATUSES}"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -160,6 +167,9 @@ class Trade(Base):
         UniqueConstraint("buy_order_id", "sell_order_id"),
         Index(None, "symbol", "seq"),
         Index(None, "sell_order_id"),
+        # GET /trades lists a client's fills newest first (migration 0002).
+        Index(None, "buyer_account_id", "seq"),
+        Index(None, "seller_account_id", "seq"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
