@@ -20,6 +20,14 @@ from brokerx_core.settings import BrokerXSettings
 
 OPEN = "('pending_new', 'new', 'partially_filled')"
 TERMINAL = "('filled', 'canceled', 'expired', 'rejected')"
+# A trade's notional rounded half-even to the cent, as `brokerx_core.money.cash` does
+# (PostgreSQL's round() on numeric rounds halves away from zero).
+NOTIONAL = (
+    "(CASE WHEN t.price * t.quantity * 100 - trunc(t.price * t.quantity * 100) = 0.5"
+    " AND mod(trunc(t.price * t.quantity * 100), 2) = 0"
+    " THEN trunc(t.price * t.quantity * 100) / 100"
+    " ELSE round(t.price * t.quantity, 2) END)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,16 @@ CHECKS: tuple[tuple[str, str], ...] = (
         " FROM account a JOIN LATERAL (SELECT balance_after FROM ledger_entry"
         "   WHERE account_id = a.id ORDER BY seq DESC LIMIT 1) l ON true"
         " WHERE l.balance_after <> a.cash",
+    ),
+    (
+        # The sum and the last balance can agree while a middle entry lies; every
+        # balance_after must be the running sum of the account's entries in seq order.
+        "1: balance_after = running sum of entries",
+        "SELECT id::text, 'balance_after=' || balance_after || ' running sum=' || running"
+        " FROM (SELECT id, balance_after, SUM(amount) OVER (PARTITION BY account_id"
+        "   ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) running"
+        "   FROM ledger_entry) l"
+        " WHERE balance_after <> running",
     ),
     (
         "1: 0 <= reserved_cash <= cash",
@@ -78,12 +96,13 @@ CHECKS: tuple[tuple[str, str], ...] = (
     ),
     (
         "2: reserved_qty = reservations of open sell orders",
-        "SELECT p.account_id::text || '/' || p.symbol, 'reserved=' || p.reserved_quantity"
-        "  || ' orders=' || COALESCE(o.s, 0)"
-        " FROM position p LEFT JOIN (SELECT account_id, symbol, SUM(reserved_quantity) s"
+        # FULL JOIN: shares reserved by open sells of a position that does not exist too.
+        "SELECT COALESCE(p.account_id, o.account_id)::text || '/' || COALESCE(p.symbol, o.symbol),"
+        "  'reserved=' || COALESCE(p.reserved_quantity, 0) || ' orders=' || COALESCE(o.s, 0)"
+        " FROM position p FULL JOIN (SELECT account_id, symbol, SUM(reserved_quantity) s"
         f"   FROM client_order WHERE side = 'sell' AND status IN {OPEN} GROUP BY 1, 2) o"
         "   ON o.account_id = p.account_id AND o.symbol = p.symbol"
-        " WHERE p.reserved_quantity <> COALESCE(o.s, 0)",
+        " WHERE COALESCE(p.reserved_quantity, 0) <> COALESCE(o.s, 0)",
     ),
     (
         "3: total cash = deposits - withdrawals",
@@ -102,7 +121,7 @@ CHECKS: tuple[tuple[str, str], ...] = (
     ),
     (
         "3: each trade moves price x qty between two accounts",
-        "SELECT t.id::text, 'notional=' || round(t.price * t.quantity, 2)"
+        f"SELECT t.id::text, 'notional=' || {NOTIONAL}"
         "  || ' buyer=' || COALESCE(b.amount::text, 'missing')"
         "  || ' seller=' || COALESCE(s.amount::text, 'missing')"
         " FROM trade t"
@@ -112,14 +131,31 @@ CHECKS: tuple[tuple[str, str], ...] = (
         "  AND s.account_id = t.seller_account_id"
         " WHERE t.buyer_account_id = t.seller_account_id"
         "  OR b.amount IS NULL OR s.amount IS NULL"
-        "  OR b.amount <> -round(t.price * t.quantity, 2)"
-        "  OR s.amount <> round(t.price * t.quantity, 2)",
+        f"  OR b.amount <> -{NOTIONAL}"
+        f"  OR s.amount <> {NOTIONAL}",
     ),
     (
-        "3: no trade ledger entry without its trade",
-        "SELECT l.id::text, l.kind || ' entry references no trade'"
+        "3: every trade ledger entry belongs to its trade's buyer or seller",
+        "SELECT l.id::text, l.kind || ' entry of account ' || l.account_id || CASE"
+        "  WHEN t.id IS NULL THEN ' references no trade'"
+        "  ELSE ' is not the trade''s ' || CASE l.kind WHEN 'buy' THEN 'buyer' ELSE 'seller' END"
+        "  END"
         " FROM ledger_entry l LEFT JOIN trade t ON t.id = l.reference_id"
-        " WHERE l.kind IN ('buy', 'sell') AND t.id IS NULL",
+        " WHERE l.kind IN ('buy', 'sell') AND (t.id IS NULL"
+        "  OR (l.kind = 'buy' AND l.account_id <> t.buyer_account_id)"
+        "  OR (l.kind = 'sell' AND l.account_id <> t.seller_account_id))",
+    ),
+    (
+        # Cash enters only by deposits: each deposit entry is one settled deposit of the
+        # same account and amount, and each deposit has its entry.
+        "3: deposit entries = deposits",
+        "SELECT COALESCE(l.reference_id, d.id)::text,"
+        "  'entry=' || COALESCE(l.amount::text, 'missing')"
+        "  || ' deposit=' || COALESCE(d.amount::text, 'missing')"
+        " FROM (SELECT * FROM ledger_entry WHERE kind = 'deposit') l"
+        " FULL JOIN deposit d ON d.id = l.reference_id"
+        " WHERE l.id IS NULL OR d.id IS NULL OR l.account_id <> d.account_id"
+        "  OR l.amount <> d.amount OR d.status <> 'settled'",
     ),
     (
         "4: filled_qty = sum of fills <= quantity",
