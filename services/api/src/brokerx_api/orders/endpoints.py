@@ -1,7 +1,265 @@
-"""HTTP endpoints of the orders domain."""
+"""HTTP endpoints of the orders domain (API.md, "Orders")."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+from datetime import datetime
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from brokerx_api.auth.deps import CurrentClient
+from brokerx_api.deps import CorrelationIdDep, RedisDep, SessionDep, SettingsDep
+from brokerx_api.orders import repository, service
+from brokerx_api.orders.errors import OrderNotFound
+from brokerx_api.orders.metrics import ORDER_ACK_SECONDS
+from brokerx_api.orders.schemas import (
+    AmendRequest,
+    CancelAllOut,
+    FillOut,
+    OrderDetailOut,
+    OrderOut,
+    OrderPage,
+    OrderRequest,
+    TradeOut,
+    TradePage,
+    price_text,
+    request_body_schema,
+)
+from brokerx_api.pagination import PageParamsDep, encode_cursor
+
+router = APIRouter(tags=["orders"])
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+SymbolQuery = Annotated[str | None, Query(max_length=12, description="Only this symbol.")]
+IfMatchHeader = Annotated[
+    str | None, Header(alias="If-Match", description="The order `version`, bare or quoted.")
+]
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderOut,
+    openapi_extra=request_body_schema(OrderRequest),
+    responses={
+        200: {"description": "Replay: the order first created with this client_order_id"},
+        409: {"description": "`client_order_id_reused`", **_PROBLEM},
+        422: {
+            "description": "`validation_error`, `unknown_symbol`, `invalid_quantity`,"
+            " `invalid_price`, `invalid_tick`, `price_out_of_band`, `insufficient_funds`,"
+            " `insufficient_position`, `too_many_open_orders`, `market_closed`",
+            **_PROBLEM,
+        },
+    },
+)
+async def create_order(
+    request: Request,
+    response: Response,
+    client: CurrentClient,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    correlation_id: CorrelationIdDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="Same meaning as `client_order_id`."),
+    ] = None,
+) -> OrderOut:
+    """Place an order. Runs the pre-trade checks, reserves cash (buy) or shares (sell) and
+    answers 201 with the order `pending_new`; the matching engine takes it from there and
+    reports on the live stream. The same `client_order_id` (or `Idempotency-Key`) with the
+    same body answers 200 with the existing order and `Idempotent-Replayed: true`."""
+    started = time.perf_counter()
+    placement = await service.submit_order(
+        session,
+        redis,
+        settings,
+        account_id=client.account_id,
+        raw_body=await request.body(),
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+    )
+    if placement.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        ORDER_ACK_SECONDS.observe(time.perf_counter() - started)
+    return OrderOut.of(placement.order)
+
+
+@router.get("/orders", response_model=OrderPage)
+async def list_orders(
+    client: CurrentClient,
+    session: SessionDep,
+    page: PageParamsDep,
+    status: Annotated[
+        repository.StatusFilter, Query(description="open, closed (terminal) or all")
+    ] = "all",
+    symbol: SymbolQuery = None,
+) -> OrderPage:
+    """The client's orders, newest first, `limit` per page; pass `next_cursor` back as
+    `cursor` for the next page."""
+    after = page.after("orders", datetime, int)
+    orders, next_key = await repository.list_orders(
+        session,
+        client.account_id,
+        status=status,
+        symbol=symbol.upper() if symbol else None,
+        limit=page.limit,
+        after=(after[0], after[1]) if after else None,
+    )
+    return OrderPage(
+        items=[OrderOut.of(o) for o in orders],
+        next_cursor=encode_cursor("orders", *next_key) if next_key else None,
+    )
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderDetailOut,
+    responses={404: {"description": "`order_not_found`", **_PROBLEM}},
+)
+async def get_order(order_id: str, client: CurrentClient, session: SessionDep) -> OrderDetailOut:
+    """One of the client's orders with its fills. Another client's order answers 404."""
+    parsed = service.parse_order_id(order_id)
+    order = await repository.get_order(session, client.account_id, parsed) if parsed else None
+    if order is None:
+        raise OrderNotFound("no such order")
+    fills = await repository.get_fills(session, order.id)
+    return OrderDetailOut(
+        **OrderOut.of(order).model_dump(),
+        fills=[
+            FillOut(
+                trade_id=f.trade_id, price=price_text(f.price) or "", quantity=f.quantity, ts=f.ts
+            )
+            for f in fills
+        ],
+    )
+
+
+@router.patch(
+    "/orders/{order_id}",
+    status_code=202,
+    response_model=OrderOut,
+    openapi_extra=request_body_schema(AmendRequest),
+    responses={
+        404: {"description": "`order_not_found`", **_PROBLEM},
+        409: {"description": "`version_conflict`", **_PROBLEM},
+        422: {"description": "`order_not_modifiable` and the pre-trade codes", **_PROBLEM},
+        428: {"description": "`precondition_required`: If-Match is missing", **_PROBLEM},
+    },
+)
+async def amend_order(
+    order_id: str,
+    request: Request,
+    client: CurrentClient,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    correlation_id: CorrelationIdDep,
+    if_match: IfMatchHeader = None,
+) -> OrderOut:
+    """Replace a resting limit order's quantity (new total), price or time in force.
+    `If-Match` must carry the order's current `version`. Answers 202: the engine applies
+    it and a `replaced` or `replace_rejected` report follows. A replace that needs more
+    cash or shares reserves the difference now."""
+    order = await service.amend_order(
+        session,
+        redis,
+        settings,
+        account_id=client.account_id,
+        order_id=order_id,
+        if_match=if_match,
+        raw_body=await request.body(),
+        correlation_id=correlation_id,
+    )
+    return OrderOut.of(order)
+
+
+@router.delete(
+    "/orders/{order_id}",
+    status_code=202,
+    response_model=OrderOut,
+    responses={
+        404: {"description": "`order_not_found`", **_PROBLEM},
+        409: {"description": "`version_conflict`", **_PROBLEM},
+        422: {"description": "`order_not_cancelable`: already terminal", **_PROBLEM},
+    },
+)
+async def cancel_order(
+    order_id: str,
+    client: CurrentClient,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    correlation_id: CorrelationIdDep,
+    if_match: IfMatchHeader = None,
+) -> OrderOut:
+    """Ask the engine to cancel an open order (`If-Match` optional). Answers 202; a
+    `canceled` or `cancel_rejected` report follows."""
+    order = await service.cancel_order(
+        session,
+        redis,
+        settings,
+        account_id=client.account_id,
+        order_id=order_id,
+        if_match=if_match,
+        correlation_id=correlation_id,
+    )
+    return OrderOut.of(order)
+
+
+@router.delete("/orders", status_code=202, response_model=CancelAllOut)
+async def cancel_all_orders(
+    client: CurrentClient,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    correlation_id: CorrelationIdDep,
+    symbol: SymbolQuery = None,
+) -> CancelAllOut:
+    """Ask the engine to cancel every open order of the client (optionally of one symbol)."""
+    requested = await service.cancel_all_orders(
+        session,
+        redis,
+        settings,
+        account_id=client.account_id,
+        symbol=symbol.upper() if symbol else None,
+        correlation_id=correlation_id,
+    )
+    return CancelAllOut(requested=requested)
+
+
+@router.get("/trades", response_model=TradePage)
+async def list_trades(
+    client: CurrentClient,
+    session: SessionDep,
+    page: PageParamsDep,
+    symbol: SymbolQuery = None,
+) -> TradePage:
+    """The client's fills (`side` is the client's side of the trade), newest first."""
+    after = page.after("trades", int)
+    trades, next_seq = await repository.list_trades(
+        session,
+        client.account_id,
+        symbol=symbol.upper() if symbol else None,
+        limit=page.limit,
+        before_seq=after[0] if after else None,
+    )
+    items = [
+        TradeOut(
+            trade_id=t.trade_id,
+            order_id=t.order_id,
+            symbol=t.symbol,
+            side=t.side,
+            price=price_text(t.price) or "",
+            quantity=t.quantity,
+            ts=t.ts,
+        )
+        for t in trades
+    ]
+    return TradePage(
+        items=items,
+        next_cursor=encode_cursor("trades", next_seq) if next_seq is not None else None,
+    )

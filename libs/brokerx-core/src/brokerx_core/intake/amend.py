@@ -1,0 +1,202 @@
+"""Cancel and replace requests: checks at the api, then a command for the engine.
+
+The api never changes an order's execution state; it only writes the command (and, for
+a replace that needs more, tops up the reservation — docs/trading.md, "Replace at the
+api"). The engine applies the command and reports `canceled`/`replaced` or a rejection.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerx_core.commands import PendingCommand, order_command, write_command, write_commands
+from brokerx_core.db.base import utcnow
+from brokerx_core.intake.errors import (
+    InvalidQuantity,
+    OrderNotCancelable,
+    OrderNotFound,
+    OrderNotModifiable,
+    VersionConflict,
+)
+from brokerx_core.intake.placement import reserve
+from brokerx_core.intake.pretrade import (
+    Amendment,
+    InstrumentTerms,
+    Reservation,
+    check_limit_price,
+    check_tradable,
+)
+from brokerx_core.intake.records import OPEN_SQL, ORDER_COLUMNS, OrderRecord
+from brokerx_core.intake.rules import TradingRules
+from brokerx_core.money import ZERO_CASH, cash_up
+
+_ORDER = text(f"SELECT {ORDER_COLUMNS} FROM client_order WHERE id = :id AND account_id = :account")
+# The order row stays locked until commit so two replaces never top up twice. NO KEY
+# UPDATE (not UPDATE) leaves the engine free to insert trades referencing the order;
+# order first, then the account/position: the engine's lock order too.
+_ORDER_FOR_REPLACE = text(
+    f"SELECT {', '.join('o.' + c.strip() for c in ORDER_COLUMNS.split(','))},"
+    " i.tick_size, i.reference_price, i.last_price, i.status AS instrument_status"
+    " FROM client_order o JOIN instrument i ON i.symbol = o.symbol"
+    " WHERE o.id = :id AND o.account_id = :account FOR NO KEY UPDATE OF o"
+)
+_OPEN_ORDERS = text(
+    "SELECT id, symbol, version FROM client_order"
+    f" WHERE account_id = :account AND status IN {OPEN_SQL}"
+    " AND (CAST(:symbol AS text) IS NULL OR symbol = :symbol) ORDER BY intake_seq"
+)
+_TOP_UP_ORDER = text(
+    "UPDATE client_order SET reserved_amount = reserved_amount + :amount,"
+    " reserved_quantity = reserved_quantity + :quantity, updated_at = now()"
+    " WHERE id = :id RETURNING reserved_amount, reserved_quantity"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Amended:
+    """The order as persisted after the request, and the command to publish."""
+
+    order: OrderRecord
+    command: PendingCommand
+
+
+def _check_version(order: OrderRecord, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != order.version:
+        raise VersionConflict(
+            f"the order is at version {order.version}, not {expected_version}",
+            extra={"version": order.version},
+        )
+
+
+async def cancel_order(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID,
+    order_id: uuid.UUID,
+    expected_version: int | None,
+    rules: TradingRules,
+    correlation_id: str | None = None,
+    now: datetime | None = None,
+) -> Amended:
+    """Write a `cancel` command for one of the account's orders.
+
+    `order_not_found` for an unknown or foreign order, `order_not_cancelable` when it
+    is already terminal, `version_conflict` when `expected_version` is stale.
+    """
+    row = (await session.execute(_ORDER, {"id": order_id, "account": account_id})).first()
+    if row is None:
+        raise OrderNotFound("no such order")
+    order = OrderRecord.from_row(row)
+    if not order.is_open:
+        raise OrderNotCancelable(f"the order is already {order.status}")
+    _check_version(order, expected_version)
+    command = order_command(
+        "cancel",
+        order.id,
+        order.symbol,
+        order.version,
+        ts=now or utcnow(),
+        correlation_id=correlation_id,
+    )
+    return Amended(order, await write_command(session, command, shards=rules.shards))
+
+
+async def cancel_all(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID,
+    rules: TradingRules,
+    symbol: str | None = None,
+    correlation_id: str | None = None,
+    now: datetime | None = None,
+) -> list[PendingCommand]:
+    """Write a `cancel` command for every open order of the account (optionally one symbol)."""
+    ts = now or utcnow()
+    rows = (await session.execute(_OPEN_ORDERS, {"account": account_id, "symbol": symbol})).all()
+    commands = [
+        order_command("cancel", r.id, r.symbol, r.version, ts=ts, correlation_id=correlation_id)
+        for r in rows
+    ]
+    return await write_commands(session, commands, shards=rules.shards)
+
+
+async def replace_order(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID,
+    order_id: uuid.UUID,
+    expected_version: int,
+    amendment: Amendment,
+    rules: TradingRules,
+    correlation_id: str | None = None,
+    now: datetime | None = None,
+) -> Amended:
+    """Check a replace against the persisted order, top up its reservation when the new
+    terms need more, and write the `replace` command (new total quantity, price, TIF)."""
+    now = now or utcnow()
+    row = (
+        await session.execute(_ORDER_FOR_REPLACE, {"id": order_id, "account": account_id})
+    ).first()
+    if row is None:
+        raise OrderNotFound("no such order")
+    order = OrderRecord.from_row(row)
+    if not order.is_open:
+        raise OrderNotModifiable(f"the order is already {order.status}")
+    if order.type != "limit" or order.limit_price is None:
+        raise OrderNotModifiable("only limit orders can be modified")
+    _check_version(order, expected_version)
+    instrument = InstrumentTerms(
+        order.symbol, row.tick_size, row.reference_price, row.last_price, row.instrument_status
+    )
+    check_tradable(instrument, rules, now)
+
+    quantity = amendment.quantity if amendment.quantity is not None else order.quantity
+    if quantity <= order.filled_quantity:
+        raise InvalidQuantity(
+            f"quantity must exceed the {order.filled_quantity} shares already filled"
+        )
+    limit_price = amendment.limit_price if amendment.limit_price is not None else order.limit_price
+    check_limit_price(limit_price, instrument, rules)
+    time_in_force = amendment.time_in_force or order.time_in_force
+
+    # Reserve what the new leaves need beyond what the order holds; never lower it here
+    # (the engine releases the difference when it applies the replace).
+    leaves = quantity - order.filled_quantity
+    extra_cash = ZERO_CASH
+    extra_shares = 0
+    if order.side == "buy":
+        extra_cash = max(cash_up(leaves * limit_price) - order.reserved_amount, ZERO_CASH)
+    else:
+        extra_shares = max(leaves - order.reserved_quantity, 0)
+    if extra_cash > 0 or extra_shares > 0:
+        await reserve(
+            session,
+            account_id,
+            order.side,
+            order.symbol,
+            Reservation(extra_cash, extra_shares, None),
+        )
+        topped = (
+            await session.execute(
+                _TOP_UP_ORDER, {"id": order.id, "amount": extra_cash, "quantity": extra_shares}
+            )
+        ).one()
+        order = order.with_reservation(topped.reserved_amount, topped.reserved_quantity)
+
+    command = order_command(
+        "replace",
+        order.id,
+        order.symbol,
+        expected_version,
+        ts=now,
+        correlation_id=correlation_id,
+        new_quantity=quantity,
+        new_limit_price=limit_price,
+        new_time_in_force=time_in_force,
+    )
+    return Amended(order, await write_command(session, command, shards=rules.shards))

@@ -1,0 +1,199 @@
+"""Order requests of one client: run intake, commit, then publish the command (fast path).
+
+Intake itself (checks, reservation, rows) is `brokerx_core.intake`, shared with the
+market maker. This layer adds what is HTTP's: decoding bodies without float, error
+mapping, metrics, and committing before the XADD so the engine never sees a command
+whose order is not yet visible.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerx_api.orders.errors import OrderValidationFailed, PreconditionRequired, http_error
+from brokerx_api.orders.metrics import ORDERS_RECEIVED, ORDERS_REJECTED
+from brokerx_api.settings import ApiSettings
+from brokerx_core import intake
+from brokerx_core.commands import publish_commands
+from brokerx_core.intake import (
+    Amended,
+    IntakeError,
+    OrderRecord,
+    Placement,
+    RequestInvalid,
+    TradingRules,
+)
+
+_RULES: dict[int, tuple[ApiSettings, TradingRules]] = {}
+
+
+def trading_rules(settings: ApiSettings) -> TradingRules:
+    """The rules of these settings, parsed once per settings object."""
+    cached = _RULES.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = (settings, TradingRules.from_settings(settings))
+        _RULES[id(settings)] = cached
+    return cached[1]
+
+
+def decode_body(raw: bytes) -> object:
+    """JSON with every number that has a fraction or exponent decoded as Decimal."""
+    try:
+        return json.loads(raw, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestInvalid([{"loc": [], "msg": "the body must be valid JSON"}]) from exc
+
+
+def parse_if_match(value: str | None, *, required: bool) -> int | None:
+    """The order version of an `If-Match` header: `3` or `"3"` (428 when required and absent)."""
+    if value is None or not value.strip():
+        if required:
+            raise PreconditionRequired("send If-Match with the order version you last saw")
+        return None
+    candidate = value.strip()
+    if len(candidate) >= 2 and candidate[0] == candidate[-1] == '"':
+        candidate = candidate[1:-1]
+    if not (candidate.isascii() and candidate.isdigit()):
+        raise OrderValidationFailed(
+            "If-Match: must be the order version (an integer, bare or quoted)",
+            extra={"errors": [{"loc": ["If-Match"], "msg": "not an order version"}]},
+        )
+    return int(candidate)
+
+
+def parse_order_id(value: str) -> uuid.UUID | None:
+    """The order id of a path, or None when it is not a UUID (answered 404)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def submit_order(
+    session: AsyncSession,
+    redis: Redis,
+    settings: ApiSettings,
+    *,
+    account_id: uuid.UUID,
+    raw_body: bytes,
+    idempotency_key: str | None,
+    correlation_id: str,
+) -> Placement:
+    """Intake of POST /orders: the placement (a replay when `placement.replayed`)."""
+    try:
+        order = intake.parse_new_order(decode_body(raw_body), idempotency_key=idempotency_key)
+    except IntakeError as exc:
+        ORDERS_REJECTED.labels(reason=exc.code).inc()
+        raise http_error(exc) from exc
+    ORDERS_RECEIVED.labels(side=order.side, type=order.type).inc()
+    try:
+        placement = await intake.place_order(
+            session,
+            account_id=account_id,
+            order=order,
+            rules=trading_rules(settings),
+            correlation_id=correlation_id,
+        )
+    except IntakeError as exc:
+        ORDERS_REJECTED.labels(reason=exc.code).inc()
+        raise http_error(exc) from exc
+    if placement.command is not None:
+        await session.commit()
+        await publish_commands(redis, [placement.command])
+    return placement
+
+
+async def amend_order(
+    session: AsyncSession,
+    redis: Redis,
+    settings: ApiSettings,
+    *,
+    account_id: uuid.UUID,
+    order_id: str,
+    if_match: str | None,
+    raw_body: bytes,
+    correlation_id: str,
+) -> OrderRecord:
+    """PATCH /orders/{id}: the replace request written; the order as persisted."""
+    expected_version = parse_if_match(if_match, required=True)
+    assert expected_version is not None
+    try:
+        amendment = intake.parse_amendment(decode_body(raw_body))
+        parsed_id = parse_order_id(order_id)
+        if parsed_id is None:
+            raise intake.OrderNotFound("no such order")
+        amended = await intake.replace_order(
+            session,
+            account_id=account_id,
+            order_id=parsed_id,
+            expected_version=expected_version,
+            amendment=amendment,
+            rules=trading_rules(settings),
+            correlation_id=correlation_id,
+        )
+    except IntakeError as exc:
+        raise http_error(exc) from exc
+    return await _commit_and_publish(session, redis, amended)
+
+
+async def cancel_order(
+    session: AsyncSession,
+    redis: Redis,
+    settings: ApiSettings,
+    *,
+    account_id: uuid.UUID,
+    order_id: str,
+    if_match: str | None,
+    correlation_id: str,
+) -> OrderRecord:
+    """DELETE /orders/{id}: the cancel request written; the order as persisted."""
+    expected_version = parse_if_match(if_match, required=False)
+    try:
+        parsed_id = parse_order_id(order_id)
+        if parsed_id is None:
+            raise intake.OrderNotFound("no such order")
+        amended = await intake.cancel_order(
+            session,
+            account_id=account_id,
+            order_id=parsed_id,
+            expected_version=expected_version,
+            rules=trading_rules(settings),
+            correlation_id=correlation_id,
+        )
+    except IntakeError as exc:
+        raise http_error(exc) from exc
+    return await _commit_and_publish(session, redis, amended)
+
+
+async def cancel_all_orders(
+    session: AsyncSession,
+    redis: Redis,
+    settings: ApiSettings,
+    *,
+    account_id: uuid.UUID,
+    symbol: str | None,
+    correlation_id: str,
+) -> int:
+    """DELETE /orders: a cancel for every open order; how many were requested."""
+    pending = await intake.cancel_all(
+        session,
+        account_id=account_id,
+        rules=trading_rules(settings),
+        symbol=symbol,
+        correlation_id=correlation_id,
+    )
+    if pending:
+        await session.commit()
+        await publish_commands(redis, pending)
+    return len(pending)
+
+
+async def _commit_and_publish(session: AsyncSession, redis: Redis, amended: Amended) -> OrderRecord:
+    await session.commit()
+    await publish_commands(redis, [amended.command])
+    return amended.order
