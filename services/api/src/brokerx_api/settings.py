@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 
+from brokerx_core.auth.passwords import (
+    OWASP_MIN_MEMORY_KIB,
+    OWASP_MIN_TIME_COST,
+    HashParameters,
+)
 from brokerx_core.settings import BrokerXSettings
 
 
@@ -35,7 +40,36 @@ class ApiSettings(BrokerXSettings):
     rate_limit_login_account_per_minute: int = 30
     rate_limit_verify_per_minute: int = 30
     rate_limit_resend_per_minute: int = 5
+    rate_limit_verify_ip_per_minute: int = 240
+
+    # Passwords: argon2id, defaults at OWASP's minimum (19 MiB, t=2, p=1); tests lower
+    # them, production refuses anything below.
+    password_hash_memory_kib: int = OWASP_MIN_MEMORY_KIB
+    password_hash_time_cost: int = OWASP_MIN_TIME_COST
+    password_hash_parallelism: int = 1
+
+    # E-mailed one-time codes
+    verification_code_ttl_seconds: int = 24 * 3600
+    mfa_email_code_ttl_seconds: int = 600
 
     # Live stream
     ws_queue_size: int = 1000
     stream_lag_degraded_seconds: float = 5.0
+
+    @model_validator(mode="after")
+    def _refuse_weak_password_hashing(self) -> ApiSettings:
+        if (
+            self.environment == "production"
+            and not self.password_hash_parameters.meets_owasp_minimum
+        ):
+            raise ValueError("password hashing below OWASP's argon2id minimum in production")
+        return self
+
+    @property
+    def password_hash_parameters(self) -> HashParameters:
+        """The argon2id parameters new password hashes are made with."""
+        return HashParameters(
+            memory_kib=self.password_hash_memory_kib,
+            time_cost=self.password_hash_time_cost,
+            parallelism=self.password_hash_parallelism,
+        )

@@ -23,6 +23,9 @@ class WorkerSettings(BrokerXSettings):
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "BrokerX <no-reply@brokerx.local>"
     public_url: str = "http://localhost:3000"
+    # Failed sends are retried with exponential back-off, this many tries in all.
+    email_max_attempts: int = 6
+    email_retry_base_seconds: float = 5.0
 
     # Outbox relay and order expiry
     outbox_relay_interval_seconds: float = 1.0

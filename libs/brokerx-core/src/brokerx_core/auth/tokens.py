@@ -16,6 +16,7 @@ import jwt
 
 TokenType = Literal["access", "mfa"]
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti", "sub", "typ"]
+IAT_LEEWAY_SECONDS = 60  # clock skew tolerated between api processes
 
 
 class InvalidToken(Exception):
@@ -86,13 +87,21 @@ class TokenService:
                 algorithms=[self._config.algorithm],
                 audience=self._config.audience,
                 issuer=self._config.issuer,
-                options={"require": REQUIRED_CLAIMS, "verify_exp": False},
+                options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False},
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
-        # Expiry is checked against the injectable clock rather than the wall clock.
-        if int(claims["exp"]) <= int(self._clock()):
+        # Expiry and issue time are checked against the injectable clock rather than the
+        # wall clock (pyjwt would compare `iat` with time.time()).
+        now = int(self._clock())
+        try:
+            expires_at, issued_at = int(claims["exp"]), int(claims["iat"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidToken("malformed exp/iat") from exc
+        if expires_at <= now:
             raise InvalidToken("token expired")
+        if issued_at > now + IAT_LEEWAY_SECONDS:
+            raise InvalidToken("token issued in the future")
         if claims.get("typ") != expected_type:
             raise InvalidToken("wrong token type")
         try:
@@ -102,4 +111,4 @@ class TokenService:
             raise InvalidToken("malformed subject") from exc
         if expected_type == "access" and session is None:
             raise InvalidToken("access token without session")
-        return TokenClaims(subject, expected_type, session, str(claims["jti"]), int(claims["exp"]))
+        return TokenClaims(subject, expected_type, session, str(claims["jti"]), expires_at)

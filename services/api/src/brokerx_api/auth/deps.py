@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
@@ -9,8 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import text
 
+from brokerx_api.auth.clock import Clock, app_clock
 from brokerx_api.errors import Unauthorized
 from brokerx_api.settings import ApiSettings
+from brokerx_core.auth.passwords import PasswordHashing
 from brokerx_core.auth.tokens import InvalidToken, TokenConfig, TokenService
 
 SESSION_CACHE_KEY = "auth:session:{session_id}"
@@ -23,7 +26,7 @@ class AuthenticatedClient:
     account_id: uuid.UUID
 
 
-def token_service_from(settings: ApiSettings) -> TokenService:
+def token_service_from(settings: ApiSettings, clock: Clock = time.time) -> TokenService:
     """Build the token service from settings (HS256 secret or RS256 key pair)."""
     if settings.jwt_algorithm == "RS256":
         if settings.jwt_private_key is None or settings.jwt_public_key is None:
@@ -41,7 +44,8 @@ def token_service_from(settings: ApiSettings) -> TokenService:
             audience=settings.jwt_audience,
             access_ttl_seconds=settings.access_token_ttl_seconds,
             mfa_ttl_seconds=settings.mfa_token_ttl_seconds,
-        )
+        ),
+        clock=clock,
     )
 
 
@@ -49,12 +53,31 @@ def get_token_service(request: Request) -> TokenService:
     """The app's token service (built once, replaceable in tests for a fake clock)."""
     service = getattr(request.app.state, "token_service", None)
     if service is None:
-        service = token_service_from(request.app.state.settings)
-        request.app.state.token_service = service
+        app = request.app
+        # Tokens expire by the app clock, so tests that move time expire them too.
+        service = token_service_from(app.state.settings, clock=lambda: app_clock(app)())
+        app.state.token_service = service
     return service  # type: ignore[no-any-return]
 
 
-TokenServiceDep = Annotated[TokenService, Depends(get_token_service)]
+async def _token_service(request: Request) -> TokenService:
+    # An async dependency: a plain `def` one would cost a threadpool hop per request.
+    return get_token_service(request)
+
+
+TokenServiceDep = Annotated[TokenService, Depends(_token_service)]
+
+
+async def get_password_hashing(request: Request) -> PasswordHashing:
+    """The app's argon2id hasher, with the parameters of its settings (built once)."""
+    hashing = getattr(request.app.state, "password_hashing", None)
+    if hashing is None:
+        hashing = PasswordHashing(request.app.state.settings.password_hash_parameters)
+        request.app.state.password_hashing = hashing
+    return hashing
+
+
+PasswordHashingDep = Annotated[PasswordHashing, Depends(get_password_hashing)]
 
 
 def bearer_token(request: Request) -> str:

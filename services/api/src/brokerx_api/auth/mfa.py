@@ -1,0 +1,71 @@
+"""Turning on a second factor: TOTP (with a confirmation code) or e-mailed codes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from brokerx_api.auth import totp
+from brokerx_api.auth.context import AuthContext
+from brokerx_api.auth.errors import InvalidCode
+from brokerx_api.clients import repository as clients
+from brokerx_api.errors import Unauthorized
+
+
+@dataclass(frozen=True, slots=True)
+class TotpSetup:
+    secret: str
+    otpauth_uri: str
+
+
+async def start_totp_setup(ctx: AuthContext, client_id: uuid.UUID) -> TotpSetup:
+    """Draw a new secret and keep it pending until a code from it is confirmed.
+
+    The current second factor (if any) stays in force until then, so a setup that is
+    never completed locks nobody out.
+    """
+    client = await clients.get_by_id(ctx.db, client_id)
+    if client is None:
+        raise Unauthorized()
+    secret = totp.new_secret()
+    await clients.update_client(ctx.db, client_id, totp_pending_secret=secret)
+    await ctx.audit("auth.totp_setup_started", client_id)
+    return TotpSetup(secret, totp.provisioning_uri(secret, client.email))
+
+
+async def enable_totp(ctx: AuthContext, client_id: uuid.UUID, code: str) -> None:
+    """Confirm the pending secret with a current code and make TOTP the second factor."""
+    client = await clients.get_by_id(ctx.db, client_id)
+    if client is None:
+        raise Unauthorized()
+    if client.totp_pending_secret is None:
+        raise InvalidCode("Start the TOTP setup first")
+    step = totp.accepted_step(client.totp_pending_secret, code, ctx.clock(), None)
+    if step is None:
+        await ctx.audit("auth.mfa_enable_failed", client_id, method="totp")
+        await ctx.db.commit()
+        raise InvalidCode()
+    await clients.update_client(
+        ctx.db,
+        client_id,
+        mfa_method="totp",
+        totp_secret=client.totp_pending_secret,
+        totp_pending_secret=None,
+        # The confirming code is spent: it cannot also open a login.
+        totp_last_step=step,
+        failed_mfa_count=0,
+    )
+    await ctx.audit("auth.mfa_enabled", client_id, method="totp")
+
+
+async def enable_email_mfa(ctx: AuthContext, client_id: uuid.UUID) -> None:
+    """Make e-mailed one-time codes the second factor (replacing TOTP if it was on)."""
+    await clients.update_client(
+        ctx.db,
+        client_id,
+        mfa_method="email",
+        totp_secret=None,
+        totp_pending_secret=None,
+        failed_mfa_count=0,
+    )
+    await ctx.audit("auth.mfa_enabled", client_id, method="email")

@@ -1,0 +1,207 @@
+"""Login: password, lockout, throttling, and the second factor (TOTP or e-mailed code).
+
+Every decision leaves an audit event. A refused attempt commits its own transaction
+(failure counter, lock, audit) before the error is raised, since the request's session
+rolls back on errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from brokerx_api.auth import totp
+from brokerx_api.auth.context import AuthContext
+from brokerx_api.auth.errors import (
+    AccountLocked,
+    AccountNotActive,
+    InvalidCredentials,
+    InvalidMfaCode,
+    TokenRejected,
+)
+from brokerx_api.auth.sessions import IssuedTokens, open_session
+from brokerx_api.auth.throttle import identity_of
+from brokerx_api.clients import repository as clients
+from brokerx_api.clients.emails import enqueue_email, login_code_email
+from brokerx_core.auth.otp import consume_code, issue_code
+from brokerx_core.auth.tokens import InvalidToken
+from brokerx_core.db.models import Client
+
+MFA_USED_KEY = "auth:mfa-token-used:{jti}"
+
+
+@dataclass(frozen=True, slots=True)
+class MfaChallenge:
+    mfa_token: str
+    methods: list[Literal["totp", "email"]]
+
+
+def _seconds_left(locked_until: datetime | None, now: datetime) -> int | None:
+    if locked_until is None or locked_until <= now:
+        return None
+    return max(1, math.ceil((locked_until - now).total_seconds()))
+
+
+async def _refuse_if_locked(ctx: AuthContext, client: Client, now: datetime, step: str) -> None:
+    seconds = _seconds_left(client.locked_until, now)
+    if seconds is not None:
+        await ctx.audit("auth.attempt_while_locked", client.id, step=step)
+        await ctx.db.commit()
+        raise AccountLocked(seconds)
+
+
+async def _count_failure(
+    ctx: AuthContext, client: Client, now: datetime, *, counter: str, limit: int, step: str
+) -> None:
+    """Record a wrong password/code; lock the account when it is the `limit`-th in a row."""
+    locked_until = await clients.count_failure(
+        ctx.db,
+        client.id,
+        counter=counter,
+        max_failures=limit,
+        lock_until=now + timedelta(seconds=ctx.settings.lockout_seconds),
+    )
+    if locked_until is not None:
+        await ctx.audit("auth.account_locked", client.id, step=step, locked_until=locked_until)
+        await ctx.db.commit()
+        raise AccountLocked(ctx.settings.lockout_seconds)
+    await ctx.db.commit()
+
+
+async def login(ctx: AuthContext, email: str, password: str) -> IssuedTokens | MfaChallenge:
+    """Check the password; open a session, or challenge for the second factor."""
+    settings = ctx.settings
+    await ctx.throttle("login-ip", ctx.caller.ip, settings.rate_limit_login_ip_per_minute)
+    await ctx.throttle(
+        "login-account", identity_of(email), settings.rate_limit_login_account_per_minute
+    )
+    now = ctx.now()
+    client = await clients.get_by_email(ctx.db, email)
+    # End the read transaction: no connection is held while argon2 runs.
+    await ctx.db.commit()
+    if client is None:
+        await ctx.hashing.verify_dummy(password)
+        await ctx.audit("auth.login_failed", None, reason="unknown_email", email=email)
+        await ctx.db.commit()
+        raise InvalidCredentials()
+    await _refuse_if_locked(ctx, client, now, "password")
+    if not await ctx.hashing.verify(client.password_hash, password):
+        await ctx.audit("auth.login_failed", client.id, reason="wrong_password")
+        await _count_failure(
+            ctx,
+            client,
+            now,
+            counter="failed_login_count",
+            limit=settings.login_max_failures,
+            step="password",
+        )
+        raise InvalidCredentials()
+
+    # A right password ends the run of consecutive failures.
+    updates: dict[str, object] = {"failed_login_count": 0}
+    if ctx.hashing.needs_rehash(client.password_hash):
+        # Parameters were raised since this hash was made: upgrade it while we have the
+        # plain password.
+        updates["password_hash"] = await ctx.hashing.hash(password)
+    await clients.update_client(ctx.db, client.id, **updates)
+    if client.status != "active":
+        await ctx.audit("auth.login_refused", client.id, reason="status", status=client.status)
+        await ctx.db.commit()
+        raise AccountNotActive(
+            "Verify your e-mail address first"
+            if client.status == "pending"
+            else "This account is suspended"
+        )
+    if client.mfa_method == "none":
+        issued = await open_session(ctx, client.id, now)
+        await ctx.audit("auth.login_succeeded", client.id, mfa="none")
+        return issued
+    return await _challenge(ctx, client, now)
+
+
+async def _challenge(ctx: AuthContext, client: Client, now: datetime) -> MfaChallenge:
+    method: Literal["totp", "email"] = "email" if client.mfa_method == "email" else "totp"
+    await ctx.audit("auth.mfa_challenged", client.id, method=method)
+    mfa_token = ctx.tokens.issue_mfa(client.id)
+    if method == "email":
+        minutes = ctx.settings.mfa_email_code_ttl_seconds // 60
+        code_id, code = await issue_code(
+            ctx.db,
+            secret=ctx.code_secret,
+            client_id=client.id,
+            purpose="mfa_login",
+            now=now,
+            ttl=timedelta(seconds=ctx.settings.mfa_email_code_ttl_seconds),
+        )
+        await ctx.db.commit()
+        mail = login_code_email(code_id, client.id, client.email, client.first_name, code, minutes)
+        await enqueue_email(ctx.arq, mail)
+    return MfaChallenge(mfa_token, [method])
+
+
+async def verify_mfa(ctx: AuthContext, mfa_token: str, code: str) -> IssuedTokens:
+    """Check the second factor of a login; open the session."""
+    try:
+        claims = ctx.tokens.decode(mfa_token, "mfa")
+    except InvalidToken as exc:
+        raise TokenRejected("Invalid or expired MFA token; log in again") from exc
+    settings = ctx.settings
+    await ctx.throttle("mfa-ip", ctx.caller.ip, settings.rate_limit_login_ip_per_minute)
+    await ctx.throttle(
+        "mfa-account", str(claims.subject), settings.rate_limit_login_account_per_minute
+    )
+    used_key = MFA_USED_KEY.format(jti=claims.token_id)
+    if await _mfa_token_used(ctx, used_key):
+        raise TokenRejected("This MFA token was already used; log in again")
+    now = ctx.now()
+    client = await clients.get_by_id(ctx.db, claims.subject)
+    if client is None or client.status != "active" or client.mfa_method == "none":
+        raise TokenRejected("Invalid MFA token; log in again")
+    await _refuse_if_locked(ctx, client, now, "mfa")
+    if not await _second_factor_ok(ctx, client, code, now):
+        await ctx.audit("auth.mfa_failed", client.id, method=client.mfa_method)
+        await _count_failure(
+            ctx,
+            client,
+            now,
+            counter="failed_mfa_count",
+            limit=settings.mfa_max_failures,
+            step="mfa",
+        )
+        raise InvalidMfaCode()
+    await _claim_mfa_token(ctx, used_key)
+    await clients.update_client(ctx.db, client.id, failed_mfa_count=0)
+    issued = await open_session(ctx, client.id, now)
+    await ctx.audit("auth.mfa_succeeded", client.id, method=client.mfa_method)
+    await ctx.audit("auth.login_succeeded", client.id, mfa=client.mfa_method)
+    return issued
+
+
+async def _second_factor_ok(ctx: AuthContext, client: Client, code: str, now: datetime) -> bool:
+    if client.mfa_method == "totp":
+        if client.totp_secret is None:
+            return False
+        step = totp.accepted_step(client.totp_secret, code, ctx.clock(), client.totp_last_step)
+        return step is not None and await clients.accept_totp_step(ctx.db, client.id, step)
+    spent = await consume_code(
+        ctx.db,
+        secret=ctx.code_secret,
+        client_id=client.id,
+        purpose="mfa_login",
+        code=code,
+        now=now,
+    )
+    return bool(spent)
+
+
+async def _mfa_token_used(ctx: AuthContext, key: str) -> bool:
+    return bool(await ctx.redis.exists(key))
+
+
+async def _claim_mfa_token(ctx: AuthContext, key: str) -> None:
+    """An MFA token opens one session only."""
+    claimed = await ctx.redis.set(key, "1", nx=True, ex=ctx.settings.mfa_token_ttl_seconds)
+    if not claimed:
+        raise TokenRejected("This MFA token was already used; log in again")
