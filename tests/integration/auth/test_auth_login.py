@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -27,24 +25,6 @@ from tests.support.auth import (
     sign_up,
 )
 from tests.support.servers import ServerUrls
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def app_api(
-    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis, clock: FakeClock
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_api(servers, database_url, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def api(app_api: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return app_api[1]
 
 
 async def failed_login_count(engine: AsyncEngine, email: str) -> int:

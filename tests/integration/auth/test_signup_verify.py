@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
-from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,30 +12,11 @@ from tests.support.auth import (
     audit_actions,
     count_rows,
     run_worker,
-    running_api,
     sign_up,
     worker_settings,
 )
 from tests.support.servers import ServerUrls
 from tests.support.smtp import SmtpSink
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def app_api(
-    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis, clock: FakeClock
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_api(servers, database_url, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def api(app_api: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return app_api[1]
 
 
 async def deliver_mail(servers: ServerUrls, database_url: str, smtp: SmtpSink) -> None:

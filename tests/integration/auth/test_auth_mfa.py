@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pyotp
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,19 +35,6 @@ def clock() -> FakeClock:
     start = FakeClock()
     start.now = (int(start.now) // 30) * 30 + 10
     return start
-
-
-@pytest.fixture
-async def app_api(
-    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis, clock: FakeClock
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_api(servers, database_url, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def api(app_api: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return app_api[1]
 
 
 async def mfa_verify(api: httpx.AsyncClient, mfa_token: str, code: str) -> httpx.Response:

@@ -7,7 +7,6 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -29,24 +28,6 @@ from tests.support.auth import (
     running_api,
 )
 from tests.support.servers import ServerUrls
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def app_api(
-    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis, clock: FakeClock
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_api(servers, database_url, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def api(app_api: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return app_api[1]
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +21,6 @@ from tests.support.auth import (
     count_rows,
     logged_in,
     run_worker,
-    running_api,
     sign_up,
     signup_body,
     worker_settings,
@@ -32,24 +29,6 @@ from tests.support.servers import ServerUrls
 from tests.support.smtp import SmtpSink
 
 ONBOARDING_TABLES = ("client", "account", "verification_code", "audit_event")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def app_api(
-    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis, clock: FakeClock
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_api(servers, database_url, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def api(app_api: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return app_api[1]
 
 
 async def deliver_mail(servers: ServerUrls, database_url: str, smtp: SmtpSink) -> None:
