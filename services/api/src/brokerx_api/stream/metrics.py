@@ -1,0 +1,21 @@
+"""Prometheus metrics of the live stream (one set per api process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+WS_CONNECTIONS = Gauge("brokerx_ws_connections", "Open WebSocket connections on /api/v1/stream")
+WS_MESSAGES_SENT = Counter(
+    "brokerx_ws_messages_sent_total", "Messages written to WebSocket clients", ["type"]
+)
+# reason: `conflated` (a quote/book replaced by a newer one before it was sent),
+# `overflow` (a trade discarded from a full market-data backlog),
+# `disconnected` (messages discarded with a slow consumer's connection).
+WS_MESSAGES_DROPPED = Counter(
+    "brokerx_ws_messages_dropped_total", "Messages never sent to a WebSocket client", ["reason"]
+)
+STREAM_LAG = Gauge(
+    "brokerx_stream_lag_seconds",
+    "Now minus the timestamp of the last stream entry the api read (0 when caught up)",
+    ["stream"],
+)
