@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
+from pydantic import Field
+
 from brokerx_core.settings import BrokerXSettings
 
 
@@ -10,9 +15,35 @@ class MatchingSettings(BrokerXSettings):
     ops_host: str = "127.0.0.1"
     ops_port: int = 8001
     consumer_name: str | None = None  # defaults to host:pid
-    batch_size: int = 500
-    block_ms: int = 1000
-    max_deliveries: int = 5
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    block_ms: int = Field(default=1000, ge=1, le=5000)  # stays under the Redis socket timeout
+    # A command whose processing raised this many times goes to `orders.dead`.
+    max_deliveries: int = Field(default=5, ge=1)
+    # ... unless this many were retired in a row: then the engine, not the commands, is
+    # at fault and the shard halts (retrying with back-off) instead of rejecting them all.
+    poison_streak_limit: int = Field(default=3, ge=1)
+    # Entries delivered to another consumer and idle this long are claimed (a process
+    # that lost its shard may have read entries just before noticing).
     claim_idle_ms: int = 10_000
     shard_poll_seconds: float = 1.0
+    # Scale-out: a process owns at most this many shards (None: all it can get). Two
+    # processes with 2 of 4 shards each use two cores; a third one is the standby.
+    max_owned_shards: int | None = Field(default=None, ge=1)
     db_pool_size: int = 8
+    # Advisory lock key of shard n is `shard_lock_base + n` (pg_try_advisory_lock).
+    shard_lock_base: int = 72_430_000
+    # `executions` and `marketdata` have readers outside any consumer group (the api's
+    # live fan-out reads by id), so they are trimmed by length, approximately.
+    executions_maxlen: int = 100_000
+    marketdata_maxlen: int = 100_000
+    # Trim `orders.<shard>` below what the group acknowledged and refresh lag gauges.
+    housekeeping_seconds: float = 5.0
+    # Server-side guards on the shard connections: a dead client is noticed within
+    # seconds even when the kernel did not close the socket (host crash, partition).
+    db_keepalive_idle_seconds: int = 5
+    db_statement_timeout_ms: int = 30_000
+
+    @property
+    def consumer(self) -> str:
+        """This process's consumer name in the `matching` group."""
+        return self.consumer_name or f"{socket.gethostname()}:{os.getpid()}"

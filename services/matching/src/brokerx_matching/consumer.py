@@ -1,0 +1,440 @@
+"""The consumer of one shard: recovery, then the XREADGROUP loop.
+
+Runs only while this process holds the shard's advisory lock, on the connection that
+holds it (`shards.ShardManager`). Any batch that fails to commit throws the engine away
+and recovers the shard from PostgreSQL (the books may be ahead of the database); the
+failed entries are then claimed again, which counts a delivery, so a command that keeps
+failing reaches `max_deliveries` and is dead-lettered while the shard moves on. After a
+failure that may be the commands' fault, pending entries are retried one per batch so
+the innocent ones go through and the guilty one is isolated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+from redis.exceptions import ResponseError
+
+from brokerx_core.messages import OrderCommand, decode_command
+from brokerx_core.observability.logging import get_logger
+from brokerx_core.streams import MATCHING_GROUP, order_stream
+from brokerx_matching import metrics
+from brokerx_matching.engine import CommandFailed, MatchingEngine
+from brokerx_matching.marketdata import TRADES_KEPT, rewrite_read_models
+from brokerx_matching.persistence import commit_batch, existing_outbox_ids, load_orders
+from brokerx_matching.pipeline import (
+    REDIS_DOWN,
+    BatchRunner,
+    DeadLetter,
+    blames_commands,
+    now,
+    recovery_command,
+)
+from brokerx_matching.poison import bury
+from brokerx_matching.recovery import (
+    pending_new_orders,
+    pending_new_outbox,
+    rebuild_engine,
+    recent_trades,
+)
+from brokerx_matching.settings import MatchingSettings
+from brokerx_matching.state import Command, OrderState
+
+log = get_logger(__name__)
+
+Connection = Any  # asyncpg.Connection
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+_LOST = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+class ShardLost(Exception):
+    """The connection holding the shard's lock is gone: another process may own it now."""
+
+
+class RecoveryNeeded(Exception):
+    """The stream or its group vanished (Redis flushed): rebuild and start over."""
+
+
+class SystemicFailure(Exception):
+    """Command after command fails on its own: the fault is the engine's (a bad deploy, a
+    schema drift), not the commands'. Retiring them all would reject every order, so the
+    shard stops retiring and retries with back-off until something goes through."""
+
+
+def _is_nogroup(exc: BaseException) -> bool:
+    """The group is gone, or the stream was deleted while we blocked on it (flush)."""
+    return isinstance(exc, ResponseError) and any(
+        marker in str(exc) for marker in ("NOGROUP", "UNBLOCKED")
+    )
+
+
+class ShardConsumer:
+    def __init__(
+        self,
+        shard: int,
+        conn: Connection,
+        redis: Any,
+        settings: MatchingSettings,
+        stop: asyncio.Event,
+        *,
+        rebuilding: asyncio.Lock | None = None,
+    ) -> None:
+        self.shard = shard
+        self.stream = order_stream(shard)
+        self.conn = conn
+        self.redis = redis
+        self.settings = settings
+        self.stop = stop
+        self.consumer = settings.consumer
+        self.runner = BatchRunner(shard, self.stream, conn, redis, settings, stop)
+        self.engine: MatchingEngine | None = None
+        self.recovered = asyncio.Event()  # set once the shard serves (tests, benchmarks)
+        self._errors: dict[bytes, str] = {}  # last failure of each entry still pending
+        self._isolate = False
+        self._quarantined: set[uuid.UUID] = set()
+        self._next_housekeeping = 0.0
+        self._rebuilding = rebuilding or asyncio.Lock()
+        self._retired_in_a_row = 0  # see SystemicFailure
+
+    # ----------------------------------------------------------------- loop
+
+    async def run(self) -> None:
+        """Serve the shard until `stop`; raises `ShardLost` when the lock is gone."""
+        delay = 0.1
+        while not self.stop.is_set():
+            try:
+                await self.recover()
+                delay = 0.1
+                await self._consume()
+            except RecoveryNeeded:
+                log.warning("shard_stream_missing", stream=self.stream)
+            except SystemicFailure as exc:
+                log.error("shard_halted", stream=self.stream, error=str(exc))
+                metrics.COMMANDS.labels("any", "halted").inc()
+                await self._sleep(delay)
+                delay = min(max(delay, 1.0) * 2, 30.0)
+            except Exception as exc:
+                if self.conn.is_closed() or isinstance(exc, _LOST):
+                    raise ShardLost(self.shard) from exc
+                log.warning("shard_failed", stream=self.stream, error=repr(exc))
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _consume(self) -> None:
+        settings = self.settings
+        delay = 0.1
+        while not self.stop.is_set():
+            try:
+                response = await self.redis.xreadgroup(
+                    MATCHING_GROUP,
+                    self.consumer,
+                    {self.stream: ">"},
+                    count=settings.batch_size,
+                    block=settings.block_ms,
+                )
+                delay = 0.1
+            except ResponseError as exc:
+                if _is_nogroup(exc):
+                    raise RecoveryNeeded(self.stream) from exc
+                raise
+            except REDIS_DOWN as exc:
+                log.warning("redis_unavailable", stream=self.stream, error=str(exc))
+                await self._sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            entries = response[0][1] if response else []
+            if entries:
+                await self._process(entries, claimed=False)
+            else:
+                # Idle: make sure we still hold the lock (a dead connection = lost shard).
+                await self.conn.fetchval("SELECT 1")
+            if time.monotonic() >= self._next_housekeeping:
+                await self._housekeeping()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+
+    # ------------------------------------------------------------- recovery
+
+    async def recover(self) -> None:
+        """Rebuild the books, re-apply pending_new orders, rewrite md:*, then drain the
+        group's pending entries (docs/trading.md, "Recovery")."""
+        started = time.perf_counter()
+        self.engine = None
+        await self._ensure_group()
+        self.engine = await self._rebuild()
+        await self._apply_pending_new()
+        symbols = list(self.engine.instruments)
+        recent = await recent_trades(self.conn, symbols, TRADES_KEPT)
+        await rewrite_read_models(
+            self.redis, self.engine, recent, now(), depth=self.settings.book_depth
+        )
+        elapsed = time.perf_counter() - started
+        metrics.RECOVERY_SECONDS.observe(elapsed)
+        log.info(
+            "shard_recovered",
+            stream=self.stream,
+            resting=len(self.engine.orders),
+            seconds=round(elapsed, 3),
+        )
+        await self._drain_pending()
+        self.recovered.set()
+
+    async def _rebuild(self) -> MatchingEngine:
+        async with self._rebuilding:
+            return await rebuild_engine(
+                self.conn,
+                self.shard,
+                self.settings.matching_shards,
+                market_collar_pct=self.settings.market_collar_pct,
+            )
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, MATCHING_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _apply_pending_new(self) -> None:
+        """Every order of the shard still `pending_new`, as `new_order`, in intake order."""
+        assert self.engine is not None
+        symbols = list(self.engine.instruments)
+        orders = await pending_new_orders(self.conn, symbols, exclude=self._quarantined)
+        if not orders:
+            return
+        outbox = await pending_new_outbox(self.conn, self.stream)
+        size = self.settings.batch_size
+        for start in range(0, len(orders), size):
+            chunk = orders[start : start + size]
+            commands = [recovery_command(o, outbox.get(o.id), now()) for o in chunk]
+            try:
+                await self.runner.run(self.engine, commands, loaded={o.id: o for o in chunk})
+            except Exception as exc:
+                if self.conn.is_closed() or not blames_commands(exc):
+                    raise
+                log.warning("pending_new_batch_failed", stream=self.stream, error=repr(exc))
+                await self._apply_one_by_one([o.id for o in chunk], outbox)
+            else:
+                self._retired_in_a_row = 0
+        log.info("pending_new_applied", stream=self.stream, orders=len(orders))
+
+    async def _apply_one_by_one(self, order_ids: list[uuid.UUID], outbox: dict[Any, int]) -> None:
+        """Isolate the order(s) that made a recovery batch fail; reject them."""
+        dirty = True
+        for order_id in order_ids:
+            if dirty:
+                self.engine = await self._rebuild()
+                dirty = False
+            fresh = await load_orders(self.conn, [order_id])
+            order = fresh.get(order_id)
+            if order is None or order.status != "pending_new":
+                continue
+            command = recovery_command(order, outbox.get(order_id), now())
+            assert self.engine is not None
+            try:
+                await self.runner.run(self.engine, [command], loaded=fresh)
+            except Exception as exc:
+                if self.conn.is_closed() or not blames_commands(exc):
+                    raise
+                dirty = True
+                await self._bury(command.command, repr(exc))
+            else:
+                self._retired_in_a_row = 0
+        if dirty:
+            self.engine = await self._rebuild()
+
+    async def _drain_pending(self) -> None:
+        """Claim every pending entry of the group (dead consumers' and our own) and
+        apply them before new ones; one per batch after a failure (isolation)."""
+        cursor: bytes | str = "0-0"
+        while not self.stop.is_set():
+            count = 1 if self._isolate else self.settings.batch_size
+            if self._halted:
+                cursor, entries = await self._claim_without_counting(cursor, count)
+            else:
+                cursor, entries, *_ = await self.redis.xautoclaim(
+                    self.stream, MATCHING_GROUP, self.consumer, 0, cursor, count=count
+                )
+            if entries:
+                await self._process(entries, claimed=True)
+            if cursor in (b"0-0", "0-0"):
+                break
+        self._isolate = False
+
+    async def _claim_without_counting(
+        self, cursor: bytes | str, count: int
+    ) -> tuple[bytes | str, list[Entry]]:
+        """XAUTOCLAIM's work without counting a delivery (XCLAIM … JUSTID): retries
+        during a systemic failure must not push innocent entries to the dead letters."""
+        start = cursor if cursor in (b"0-0", "0-0") else b"(" + _bytes(cursor)
+        rows = await self.redis.xpending_range(
+            self.stream, MATCHING_GROUP, min=start, max="+", count=count
+        )
+        ids = [row["message_id"] for row in rows]
+        if not ids:
+            return "0-0", []
+        await self.redis.xclaim(self.stream, MATCHING_GROUP, self.consumer, 0, ids, justid=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(self.stream, entry_id, entry_id)
+            found = await pipe.execute()
+        entries = [entry for entries in found for entry in entries]
+        return (ids[-1] if len(ids) == count else "0-0"), entries
+
+    # -------------------------------------------------------------- batches
+
+    async def _process(self, entries: Sequence[Entry], *, claimed: bool) -> None:
+        assert self.engine is not None
+        limit = self.settings.max_deliveries
+        deliveries = await self._deliveries(entries) if claimed else {}
+        commands: list[Command] = []
+        acks: list[bytes] = []
+        dead: list[DeadLetter] = []
+        for entry_id, fields in entries:
+            acks.append(entry_id)
+            raw = (fields or {}).get(b"data", b"")
+            count = deliveries.get(entry_id, 1)
+            try:
+                command = decode_command(fields or {})
+            except ValidationError as exc:
+                dead.append(DeadLetter(entry_id, raw, f"undecodable: {exc}", count))
+                metrics.COMMANDS.labels("undecodable", "dead_letter").inc()
+                continue
+            if count > limit and not self._halted:
+                error = self._errors.pop(entry_id, f"delivered {count} times, never applied")
+                await self._bury(command, error)
+                dead.append(DeadLetter(entry_id, raw, error, count))
+                metrics.COMMANDS.labels(command.type, "dead_letter").inc()
+                continue
+            # Halted: a command past its deliveries is tried again, not retired.
+            commands.append(Command(command, entry_id))
+        try:
+            await self.runner.run(self.engine, commands, acks=acks, dead=dead)
+        except Exception as exc:
+            if blames_commands(exc):
+                self._isolate = True
+                error = repr(exc.cause if isinstance(exc, CommandFailed) else exc)
+                for item in commands:
+                    if not isinstance(exc, CommandFailed) or item.command is exc.command:
+                        assert item.entry_id is not None
+                        self._errors[item.entry_id] = error
+                if self._halted:
+                    raise SystemicFailure(f"still failing: {error}") from exc
+            raise
+        for item in commands:
+            if item.entry_id is not None:
+                self._errors.pop(item.entry_id, None)
+        if commands:
+            self._retired_in_a_row = 0
+
+    @property
+    def _halted(self) -> bool:
+        return self._retired_in_a_row >= self.settings.poison_streak_limit
+
+    async def _deliveries(self, entries: Sequence[Entry]) -> dict[bytes, int]:
+        """Delivery count of each claimed entry (XPENDING)."""
+        rows = await self.redis.xpending_range(
+            self.stream,
+            MATCHING_GROUP,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=2 * len(entries),
+            consumername=self.consumer,
+        )
+        return {row["message_id"]: row["times_delivered"] for row in rows}
+
+    async def _bury(self, command: OrderCommand, error: str) -> None:
+        """Retire a poison command in its own transaction (see `poison.bury`)."""
+        if self._halted:
+            raise SystemicFailure(
+                f"{self._retired_in_a_row} commands in a row failed on their own; now"
+                f" {command.type} {command.order_id}: {error}"
+            )
+        if command.outbox_id is not None:
+            if not await existing_outbox_ids(self.conn, [command.outbox_id]):
+                return
+        order: OrderState | None = (await load_orders(self.conn, [command.order_id])).get(
+            command.order_id
+        )
+        batch = bury(command, order, now())
+        try:
+            await commit_batch(self.conn, batch)
+        except Exception as exc:
+            if self.conn.is_closed() or not blames_commands(exc):
+                raise
+            # Even rejecting fails (the order's row is inconsistent): leave it alone,
+            # stop retrying it in this process, and say so.
+            self._quarantined.add(command.order_id)
+            log.error("poison_not_retired", order_id=str(command.order_id), error=repr(exc))
+            return
+        self._retired_in_a_row += 1
+        log.error(
+            "poison_command",
+            stream=self.stream,
+            type=command.type,
+            order_id=str(command.order_id),
+            error=error,
+        )
+        assert self.engine is not None
+        await self.runner.publish(self.engine, batch, ())
+
+    # --------------------------------------------------------- housekeeping
+
+    async def _housekeeping(self) -> None:
+        """Lag gauges, trimming below what the group acknowledged, and claiming entries
+        left with a consumer that lost the shard after reading them."""
+        settings = self.settings
+        self._next_housekeeping = time.monotonic() + settings.housekeeping_seconds
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+            last_delivered: Any = None
+            for group in groups:
+                name = _text(group["name"])
+                pending = int(group.get("pending") or 0)
+                metrics.STREAM_LAG.labels(self.stream, name).set(
+                    int(group.get("lag") or 0) + pending
+                )
+                if name == MATCHING_GROUP:
+                    last_delivered = group["last-delivered-id"]
+            summary = await self.redis.xpending(self.stream, MATCHING_GROUP)
+            floor = summary["min"] if summary["pending"] else last_delivered
+            if floor is not None:
+                await self.redis.xtrim(self.stream, minid=floor, approximate=False)
+            _cursor, entries, *_ = await self.redis.xautoclaim(
+                self.stream,
+                MATCHING_GROUP,
+                self.consumer,
+                settings.claim_idle_ms,
+                "0-0",
+                count=settings.batch_size,
+            )
+        except REDIS_DOWN as exc:
+            log.warning("housekeeping_failed", stream=self.stream, error=str(exc))
+            return
+        except ResponseError as exc:
+            if _is_nogroup(exc):
+                raise RecoveryNeeded(self.stream) from exc
+            raise
+        if entries:
+            await self._process(entries, claimed=True)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -1,0 +1,72 @@
+"""Execution reports (docs/trading.md, "Execution reports").
+
+A report is built as the plain dict of `brokerx_core.messages.ExecutionReport`'s JSON
+(decimals as strings) and serialized once, when published: building the pydantic model
+for each of the several reports of every order cost more than the matching itself.
+`tests/unit/test_engine_reports.py` checks that every report parses as the model.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic_core import to_json
+
+from brokerx_core.messages import ExecutionEvent
+from brokerx_matching.state import OrderState
+
+Report = dict[str, Any]
+
+
+def report_id(order: OrderState, event: str) -> str:
+    """`<order_id>:<version>:<filled_quantity>:<event>`: deterministic, so a replayed
+    batch produces the same ids and consumers de-duplicate on them."""
+    return f"{order.id}:{order.version}:{order.filled_quantity}:{event}"
+
+
+def _decimal(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def execution_report(
+    order: OrderState,
+    event: ExecutionEvent,
+    ts: datetime,
+    *,
+    fill_price: Decimal | None = None,
+    fill_quantity: int | None = None,
+    trade_id: uuid.UUID | None = None,
+    reason: str | None = None,
+    correlation_id: str | None = None,
+) -> Report:
+    """A report of `order` as it stands now."""
+    return {
+        "v": 1,
+        "report_id": report_id(order, event),
+        "order_id": order.id,
+        "client_order_id": order.client_order_id,
+        "account_id": order.account_id,
+        "client_id": order.client_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "event": event,
+        "status": order.status,
+        "fill_price": _decimal(fill_price),
+        "fill_quantity": fill_quantity,
+        "trade_id": trade_id,
+        "filled_quantity": order.filled_quantity,
+        "leaves_quantity": order.leaves_quantity,
+        "avg_fill_price": _decimal(order.avg_fill_price),
+        "version": order.version,
+        "reason": reason,
+        "correlation_id": correlation_id or order.correlation_id,
+        "ts": ts,
+    }
+
+
+def report_json(report: Report) -> bytes:
+    """The `data` field of the report's `executions` entry."""
+    return to_json(report)
