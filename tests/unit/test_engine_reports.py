@@ -155,3 +155,15 @@ def test_bury_rejects_a_pending_order_and_answers_a_cancel() -> None:
         ("cancel_rejected", "engine_error")
     ]
     assert batch.outbox_ids == [4]
+
+
+def test_two_rejected_cancels_are_two_reports_and_a_redelivery_is_the_same_one() -> None:
+    eng = engine()
+    done = order(status="filled", filled_quantity=10, fill_notional=Decimal("1900.00"))
+    first = command(done, "cancel", outbox_id=11)
+    second = command(done, "cancel", outbox_id=12)
+    batch = eng.apply([first, second, first], {done.id: done}, TS)
+    ids = [r["report_id"] for r in batch.reports]
+    assert [r["event"] for r in batch.reports] == ["cancel_rejected"] * 3
+    assert ids[0] != ids[1]  # two commands: a consumer must show both
+    assert ids[0] == ids[2]  # the same command again: a consumer drops it

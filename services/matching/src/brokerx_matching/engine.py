@@ -43,6 +43,11 @@ class EngineInconsistency(RuntimeError):
     """Engine memory disagrees with itself (a bug): the batch fails and the shard rebuilds."""
 
 
+def _command_ref(command: OrderCommand) -> str:
+    """What tells two commands on one order apart: the outbox row, else the issue time."""
+    return str(command.outbox_id) if command.outbox_id is not None else command.ts.isoformat()
+
+
 class CommandFailed(Exception):
     """Applying one command raised; carries the command for the poison-message accounting."""
 
@@ -196,6 +201,7 @@ class MatchingEngine:
                     batch.ts,
                     reason="too_late",
                     correlation_id=command.correlation_id,
+                    command_ref=_command_ref(command),
                 )
             )
             return "rejected"
@@ -255,6 +261,7 @@ class MatchingEngine:
                     batch.ts,
                     reason=reason,
                     correlation_id=command.correlation_id,
+                    command_ref=_command_ref(command),
                 )
             )
             return "rejected"

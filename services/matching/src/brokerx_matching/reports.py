@@ -21,10 +21,15 @@ from brokerx_matching.state import OrderState
 Report = dict[str, Any]
 
 
-def report_id(order: OrderState, event: str) -> str:
+def report_id(order: OrderState, event: str, command_ref: str | None = None) -> str:
     """`<order_id>:<version>:<filled_quantity>:<event>`: deterministic, so a replayed
-    batch produces the same ids and consumers de-duplicate on them."""
-    return f"{order.id}:{order.version}:{order.filled_quantity}:{event}"
+    batch produces the same ids and consumers de-duplicate on them.
+
+    A rejection does not change the order, so two rejected commands would share that id:
+    they carry the command's own reference (`:c<outbox id>`) to stay distinct.
+    """
+    base = f"{order.id}:{order.version}:{order.filled_quantity}:{event}"
+    return f"{base}:c{command_ref}" if command_ref else base
 
 
 def _decimal(value: Decimal | None) -> str | None:
@@ -41,11 +46,12 @@ def execution_report(
     trade_id: uuid.UUID | None = None,
     reason: str | None = None,
     correlation_id: str | None = None,
+    command_ref: str | None = None,
 ) -> Report:
     """A report of `order` as it stands now."""
     return {
         "v": 1,
-        "report_id": report_id(order, event),
+        "report_id": report_id(order, event, command_ref),
         "order_id": order.id,
         "client_order_id": order.client_order_id,
         "account_id": order.account_id,
