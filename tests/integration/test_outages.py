@@ -46,3 +46,13 @@ async def test_redis_down_answers_503(api_app: Any, api: httpx.AsyncClient) -> N
         api_app.state.redis = real
     assert response.status_code == 503
     assert response.json()["code"] == "service_unavailable"
+
+
+async def test_a_nul_character_in_input_is_a_422_not_a_500(
+    api_app: Any, api: httpx.AsyncClient
+) -> None:
+    """PostgreSQL refuses NUL in text; such input is the client's error (found by fuzzing)."""
+    client = await create_logged_in_client(api_app)
+    response = await api.delete("/api/v1/orders", params={"symbol": "\x00"}, headers=client.headers)
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"

@@ -157,11 +157,33 @@ def _is_connection_error(exc: BaseException) -> bool:
     return cause is not None and cause is not exc and _is_connection_error(cause)
 
 
+def _sqlstate(exc: BaseException | None) -> str:
+    """The PostgreSQL SQLSTATE somewhere in the exception chain ('' when none)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if isinstance(state, str):
+            return state
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+        seen += 1
+    return ""
+
+
 async def _infrastructure_error(request: Request, exc: Exception) -> JSONResponse:
     # Registered by class so Starlette answers without re-raising (its catch-all
     # `Exception` handler re-raises after responding).
     if _is_connection_error(exc):
         return await _dependency_down(request, exc)
+    if _sqlstate(exc).startswith("22"):
+        # Data exception: PostgreSQL refused a value the client sent (a NUL character,
+        # an out-of-range number). The transaction rolled back: nothing changed.
+        return problem(
+            422,
+            "validation_error",
+            "Invalid request",
+            "A value in the request is not acceptable (invalid character or out of range)",
+            extra={"errors": []},
+        )
     return await _unexpected_error(request, exc)
 
 
