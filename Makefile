@@ -43,8 +43,14 @@ format: install ## format and fix imports
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-bench: install ## benchmarks (results written to docs/performance.md)
-	$(UV) run --frozen python bench/book_bench.py --json-out docs/bench/book.json
+bench: install ## book, end-to-end, bare intake and recovery benchmarks (~8 min; docs/performance.md)
+	$(UV) run --frozen python bench/run_all.py $(BENCH_ARGS)
+
+chaos: install ## SIGKILL/restart every part under load, then audit (~3 min; docs/reliability.md)
+	$(UV) run --frozen python bench/chaos.py $(CHAOS_ARGS)
+
+fuzz: install ## schemathesis against the api's own OpenAPI document (also part of make test)
+	$(UV) run --frozen pytest tests/fuzz -p no:cacheprovider $(PYTEST_ARGS)
 
 migrate: install ## migrate DATABASE_URL to the latest schema
 	$(UV) run --frozen python -m brokerx_core.migrate upgrade
