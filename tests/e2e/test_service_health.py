@@ -1,9 +1,11 @@
 """The matching service and the worker, as real processes, report their health truthfully:
 200 with every check true while PostgreSQL and Redis answer, 503 with `redis: false`
-once their Redis is gone (a private Redis the test kills)."""
+once their Redis is gone (a private Redis the test kills), and 200 again from the same
+process when Redis is back."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -22,22 +24,29 @@ from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e]
 
+OUTAGE_SECONDS = 3.0
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+
+def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
     """A redis-server of our own, in the foreground, so the test can kill it."""
-    port = free_port()
     binary = find_redis(preference()).path
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [str(binary), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
+         "--appendonly", "no", "--dir", str(directory)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    yield process, port
-    if process.poll() is None:
-        process.kill()
-        process.wait(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[list[Any]]:
+    """[process, port]; the test may replace the process (a Redis restart)."""
+    holder: list[Any] = [None, free_port()]
+    holder[0] = start_redis(holder[1], tmp_path)
+    yield holder
+    if holder[0].poll() is None:
+        holder[0].kill()
+        holder[0].wait(10)
 
 
 def start_service(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -65,7 +74,7 @@ async def test_health_turns_503_with_redis_false_when_redis_dies(
     module: str,
     database_url: str,
     engine: AsyncEngine,
-    private_redis: tuple[subprocess.Popen[bytes], int],
+    private_redis: list[Any],
     tmp_path: Path,
 ) -> None:
     redis_process, redis_port = private_redis
@@ -104,6 +113,19 @@ async def test_health_turns_503_with_redis_false_when_redis_dies(
         )
         assert body["checks"]["redis"] is False
         assert body["checks"]["database"] is True
+
+        # The outage lasts a few seconds: long enough for every loop of the service
+        # (arq's poll, stream readers) to meet the dead connection.
+        await asyncio.sleep(OUTAGE_SECONDS)
+        # Redis comes back on the same port: the same process is healthy again.
+        private_redis[0] = start_redis(redis_port, tmp_path)
+        await eventually(
+            lambda: health(ops_port),
+            lambda result: result[0] == 200,
+            timeout=30,
+            interval=0.2,
+            message=f"{module} healthy again after Redis restarted",
+        )
         assert service.poll() is None, "the service must survive a Redis outage"
     finally:
         if service.poll() is None:

@@ -1,4 +1,9 @@
-"""Process wiring of the worker: arq worker, ops server, heartbeat, background tasks."""
+"""Process wiring of the worker: arq worker, ops server, heartbeat, background tasks.
+
+The ops server, heartbeat and background tasks live for the whole process; the arq
+worker runs inside them and is restarted when Redis goes away (arq's poll loop raises
+on a lost connection), so a Redis restart never takes the worker process down.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerx_core.db import create_engine, create_sessionmaker
 from brokerx_core.observability.health import (
@@ -26,9 +33,12 @@ from brokerx_worker.settings import WorkerSettings
 log = get_logger(__name__)
 
 
-async def on_startup(ctx: dict[str, Any]) -> None:
+ARQ_RESTART_DELAY_SECONDS = 1.0
+
+
+async def start_resources(settings: WorkerSettings) -> dict[str, Any]:
     """Create clients once and put them in ctx; start the ops server and background tasks."""
-    settings: WorkerSettings = ctx["settings"]
+    ctx: dict[str, Any] = {"settings": settings}
     engine = create_engine(settings)
     ctx["engine"] = engine
     ctx["sessionmaker"] = create_sessionmaker(engine)
@@ -59,9 +69,10 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         for task in registry.BACKGROUND_TASKS
     ]
     log.info("worker_started", port=settings.ops_port)
+    return ctx
 
 
-async def on_shutdown(ctx: dict[str, Any]) -> None:
+async def stop_resources(ctx: dict[str, Any]) -> None:
     """Stop background tasks, the ops server and release clients."""
     for task in ctx.get("background", []):
         task.cancel()
@@ -82,15 +93,13 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker_stopped")
 
 
-def create_worker(settings: WorkerSettings) -> Worker:
-    """An arq Worker with every registered job, cron job and the startup/shutdown hooks."""
+def create_worker(settings: WorkerSettings, ctx: dict[str, Any]) -> Worker:
+    """An arq Worker with every registered job and cron job, sharing `ctx`."""
     return Worker(
         functions=registry.FUNCTIONS,
         cron_jobs=[*registry.CRON_JOBS, backup.backup_cron_job(settings.backup_cron)],
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
-        ctx={"settings": settings},
+        ctx=ctx,
         max_jobs=20,
         job_timeout=600,
         keep_result=60,
@@ -99,10 +108,22 @@ def create_worker(settings: WorkerSettings) -> Worker:
 
 
 async def run(settings: WorkerSettings) -> None:
-    """Run the worker until SIGINT/SIGTERM."""
+    """Run the worker until SIGINT/SIGTERM (arq's handler cancels this task)."""
     configure_logging("worker", settings.log_level, json=settings.log_json)
-    worker = create_worker(settings)
+    ctx = await start_resources(settings)
     try:
-        await worker.async_run()
+        while True:
+            worker = create_worker(settings, ctx)
+            try:
+                await worker.async_run()
+                return
+            except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
+                # Redis went away under arq: keep the process (health says redis: false)
+                # and start a fresh arq worker once Redis answers again.
+                log.warning("arq_redis_lost", error=str(exc) or type(exc).__name__)
+            finally:
+                with contextlib.suppress(Exception):
+                    await worker.close()
+            await asyncio.sleep(ARQ_RESTART_DELAY_SECONDS)
     finally:
-        await worker.close()
+        await stop_resources(ctx)
