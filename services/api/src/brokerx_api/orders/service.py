@@ -74,6 +74,14 @@ def parse_order_id(value: str) -> uuid.UUID | None:
         return None
 
 
+def _existing_order_id(value: str) -> uuid.UUID:
+    """The path's order id; a value that is not a UUID names no order (404)."""
+    parsed = parse_order_id(value)
+    if parsed is None:
+        raise intake.OrderNotFound("no such order")
+    return parsed
+
+
 async def submit_order(
     session: AsyncSession,
     redis: Redis,
@@ -124,9 +132,7 @@ async def amend_order(
     assert expected_version is not None
     try:
         amendment = intake.parse_amendment(decode_body(raw_body))
-        parsed_id = parse_order_id(order_id)
-        if parsed_id is None:
-            raise intake.OrderNotFound("no such order")
+        parsed_id = _existing_order_id(order_id)
         amended = await intake.replace_order(
             session,
             account_id=account_id,
@@ -154,9 +160,7 @@ async def cancel_order(
     """DELETE /orders/{id}: the cancel request written; the order as persisted."""
     expected_version = parse_if_match(if_match, required=False)
     try:
-        parsed_id = parse_order_id(order_id)
-        if parsed_id is None:
-            raise intake.OrderNotFound("no such order")
+        parsed_id = _existing_order_id(order_id)
         amended = await intake.cancel_order(
             session,
             account_id=account_id,
