@@ -5,12 +5,13 @@
 
 Each of `concurrency` workers loops as fast as answers come, exactly as a closed-loop
 HTTP client would, but calls the api's own intake path directly: parse the body
-(`brokerx_core.intake.parse_new_order`), `place_order` in a session, commit, then
-`publish_commands` (the XADD fast path). Same pool settings as the api (DB_POOL_SIZE,
-DB_MAX_OVERFLOW), same order mix (new limit orders around the reference price, a
-`client_order_id` on each), own funded accounts. What the api adds on top of this —
-HTTP parsing, routing, auth, dependency injection, JSON rendering, logging, metrics — is
-the difference between this bound and the end-to-end rate.
+(`brokerx_core.intake.parse_new_order`), then `IntakeBatcher.place` — the group commit
+the api uses (one call of `intake_place_orders` per batch, then the XADDs), with the
+api's INTAKE_CONNECTIONS and INTAKE_BATCH_MAX. Same order mix (new limit orders around
+the reference price, a `client_order_id` on each), own funded accounts. What the api
+adds on top of this — HTTP parsing, routing, auth, dependency injection, JSON
+rendering, logging, metrics — is the difference between this bound and the end-to-end
+rate.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import asyncpg  # noqa: E402
+
 from bench.e2e.clients import insert_clients  # noqa: E402
 from bench.e2e.mix import NEW_ORDERS_ONLY, ClientOrders, OrderMix  # noqa: E402
 from bench.e2e.stats import percentiles  # noqa: E402
 from brokerx_core import intake  # noqa: E402
-from brokerx_core.commands import publish_commands  # noqa: E402
-from brokerx_core.db import create_engine, create_sessionmaker  # noqa: E402
+from brokerx_core.db import create_engine  # noqa: E402
+from brokerx_core.intake.batcher import IntakeBatcher  # noqa: E402
 from brokerx_core.redis import create_redis  # noqa: E402
 from brokerx_core.seed import credit_deposit  # noqa: E402
 from brokerx_core.settings import BrokerXSettings  # noqa: E402
@@ -46,8 +49,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     )
     rules = intake.TradingRules.from_settings(settings)
     engine = create_engine(settings)
-    sessions = create_sessionmaker(engine)
     redis = create_redis(settings)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(settings.libpq_url)
+
+    batcher = IntakeBatcher(
+        connect, redis, lambda: rules, max_batch=args.batch_max, connections=args.connections
+    )
+    await batcher.start()
     try:
         clients = await insert_clients(engine, args.concurrency, prefix=f"bare{args.seed}")
         async with engine.begin() as conn:
@@ -68,13 +78,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 started = time.perf_counter()
                 try:
                     order = intake.parse_new_order(json.loads(json.dumps(planned.body)))
-                    async with sessions() as session:
-                        placement = await intake.place_order(
-                            session, account_id=account_id, order=order, rules=rules
-                        )
-                        await session.commit()
-                    if placement.command is not None:
-                        await publish_commands(redis, [placement.command])
+                    await batcher.place(account_id, order)
                     outcome = "accepted"
                 except intake.IntakeError as exc:
                     outcome = exc.code
@@ -99,9 +103,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "accepted_per_second": round(outcomes["accepted"] / elapsed, 1),
             "latency_ms": percentiles(latencies),
             "outcomes": dict(outcomes),
-            "db_pool": f"{settings.db_pool_size}+{settings.db_max_overflow}",
+            "intake_connections": args.connections,
+            "intake_batch_max": args.batch_max,
         }
     finally:
+        await batcher.stop()
         await redis.aclose()
         await engine.dispose()
 
@@ -114,6 +120,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=2, help="as INTAKE_CONNECTIONS")
+    parser.add_argument("--batch-max", type=int, default=256, help="as INTAKE_BATCH_MAX")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from brokerx_core.auth.passwords import (
     OWASP_MIN_MEMORY_KIB,
@@ -18,7 +18,7 @@ class ApiSettings(BrokerXSettings):
     service_name: str = "api"
     api_host: str = "127.0.0.1"
     api_port: int = 3000
-    api_workers: int = 1
+    api_workers: int = Field(default=1, ge=1)  # > 1: a master and N worker processes
 
     # Tokens
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
@@ -30,6 +30,8 @@ class ApiSettings(BrokerXSettings):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     mfa_token_ttl_seconds: int = 300
     session_cache_seconds: int = 5
+    # In-process memo of live sessions (auth/session_cache.py); 0 turns it off.
+    session_local_cache_seconds: float = Field(default=2.0, ge=0, le=60)
 
     # Lockouts and throttling (per API.md: ≥ 60 sign-ups and ≥ 120 logins per minute per IP)
     login_max_failures: int = 5
@@ -55,6 +57,11 @@ class ApiSettings(BrokerXSettings):
     # Live stream
     ws_queue_size: int = 1000
     stream_lag_degraded_seconds: float = 5.0
+
+    # Order intake by group commit (brokerx_core.intake.batcher): connections (= batches
+    # in flight at once) and the most orders one batch carries.
+    intake_connections: int = Field(default=2, ge=1, le=32)
+    intake_batch_max: int = Field(default=256, ge=1, le=4096)
 
     @model_validator(mode="after")
     def _refuse_weak_password_hashing(self) -> ApiSettings:

@@ -23,7 +23,6 @@ from brokerx_core.intake.errors import (
     OrderNotModifiable,
     VersionConflict,
 )
-from brokerx_core.intake.placement import reserve
 from brokerx_core.intake.pretrade import (
     Amendment,
     InstrumentTerms,
@@ -32,6 +31,7 @@ from brokerx_core.intake.pretrade import (
     check_tradable,
 )
 from brokerx_core.intake.records import OPEN_SQL, ORDER_COLUMNS, OrderRecord
+from brokerx_core.intake.reservations import reserve
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.money import ZERO_CASH, cash_up
 

@@ -45,8 +45,12 @@ class OrderRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> OrderRecord:
-        """Build from a row that selected ORDER_COLUMNS (extra columns are ignored)."""
-        m = row._mapping
+        """Build from a SQLAlchemy row that selected ORDER_COLUMNS (extra columns ignored)."""
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> OrderRecord:
+        """Build from a mapping of ORDER_COLUMNS (an asyncpg record, a row's `_mapping`)."""
         return cls(
             id=m["id"],
             account_id=m["account_id"],

@@ -12,6 +12,7 @@ from brokerx_api.auth.deps import CurrentClient
 from brokerx_api.deps import CorrelationIdDep, RedisDep, SessionDep, SettingsDep
 from brokerx_api.orders import repository, service
 from brokerx_api.orders.errors import OrderNotFound
+from brokerx_api.orders.intake import intake_lifespan
 from brokerx_api.orders.metrics import ORDER_ACK_SECONDS
 from brokerx_api.orders.schemas import (
     AmendRequest,
@@ -28,7 +29,7 @@ from brokerx_api.orders.schemas import (
 )
 from brokerx_api.pagination import PageParamsDep, encode_cursor
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], lifespan=intake_lifespan)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 SymbolQuery = Annotated[str | None, Query(max_length=12, description="Only this symbol.")]
@@ -57,9 +58,6 @@ async def create_order(
     request: Request,
     response: Response,
     client: CurrentClient,
-    session: SessionDep,
-    redis: RedisDep,
-    settings: SettingsDep,
     correlation_id: CorrelationIdDep,
     idempotency_key: Annotated[
         str | None,
@@ -72,9 +70,7 @@ async def create_order(
     same body answers 200 with the existing order and `Idempotent-Replayed: true`."""
     started = time.perf_counter()
     placement = await service.submit_order(
-        session,
-        redis,
-        settings,
+        request.app.state.intake,
         account_id=client.account_id,
         raw_body=await request.body(),
         idempotency_key=idempotency_key,

@@ -28,6 +28,7 @@ from brokerx_core.intake import (
     RequestInvalid,
     TradingRules,
 )
+from brokerx_core.intake.batcher import IntakeBatcher
 
 _RULES: dict[int, tuple[ApiSettings, TradingRules]] = {}
 
@@ -83,16 +84,18 @@ def _existing_order_id(value: str) -> uuid.UUID:
 
 
 async def submit_order(
-    session: AsyncSession,
-    redis: Redis,
-    settings: ApiSettings,
+    batcher: IntakeBatcher,
     *,
     account_id: uuid.UUID,
     raw_body: bytes,
     idempotency_key: str | None,
     correlation_id: str,
 ) -> Placement:
-    """Intake of POST /orders: the placement (a replay when `placement.replayed`)."""
+    """Intake of POST /orders: the placement (a replay when `placement.replayed`).
+
+    The batcher commits the order with the other requests of its group and publishes
+    the command before answering.
+    """
     try:
         order = intake.parse_new_order(decode_body(raw_body), idempotency_key=idempotency_key)
     except IntakeError as exc:
@@ -100,20 +103,10 @@ async def submit_order(
         raise http_error(exc) from exc
     ORDERS_RECEIVED.labels(side=order.side, type=order.type).inc()
     try:
-        placement = await intake.place_order(
-            session,
-            account_id=account_id,
-            order=order,
-            rules=trading_rules(settings),
-            correlation_id=correlation_id,
-        )
+        return await batcher.place(account_id, order, correlation_id=correlation_id)
     except IntakeError as exc:
         ORDERS_REJECTED.labels(reason=exc.code).inc()
         raise http_error(exc) from exc
-    if placement.command is not None:
-        await session.commit()
-        await publish_commands(redis, [placement.command])
-    return placement
 
 
 async def amend_order(

@@ -1,0 +1,329 @@
+"""Group commit of concurrent order intakes: many requests' orders in one round trip.
+
+Each api request hands its parsed order to `IntakeBatcher.place` and awaits the answer.
+A few flusher tasks, each owning one PostgreSQL connection, take whatever requests are
+waiting (up to `max_batch`) and run, per batch:
+
+1. one read of the batch's instruments, then the instrument checks in Python
+   (`prepare_order`: unknown symbol, halt/hours, tick, band, reservation size);
+2. one call of `intake_place_orders` (migration 0003) for the orders that passed, as a
+   single autocommitted statement: replay lookup, open-order cap, guarded reservation,
+   order + outbox rows, order by order. A refused order writes nothing; the others go
+   on. Orders are passed in the engine's lock order (accounts by id, then positions by
+   (account, symbol)) so two batches, or a batch and a matching transaction, never
+   deadlock;
+3. one pipelined XADD of the accepted orders' commands (after the commit, as the
+   single-order path does; the outbox relay covers a failed publish).
+
+While one batch is in flight, the next requests queue up, so batches grow with load and
+an idle system answers a lone request at once (no timer). Every order still gets
+exactly the outcome it would get alone: its own checks, its own reservation, its own
+replay. A batch that PostgreSQL refuses as a whole for a reason other than a lost
+connection (a value it cannot store, say) is retried one order at a time, so one bad
+request cannot fail its neighbours. Deadlocks and serialization failures retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import Histogram
+from redis.asyncio import Redis
+
+from brokerx_core.commands import publish_commands
+from brokerx_core.db.base import utcnow
+from brokerx_core.intake.errors import IntakeError
+from brokerx_core.intake.prepared import (
+    INSTRUMENTS_SQL,
+    PLACE_ORDERS_SQL,
+    Placement,
+    PreparedOrder,
+    instrument_terms,
+    outcome_of,
+    place_arguments,
+    prepare_order,
+    replay_of,
+)
+from brokerx_core.intake.pretrade import InstrumentTerms, NewOrder
+from brokerx_core.intake.records import ORDER_COLUMNS, OrderRecord
+from brokerx_core.intake.rules import TradingRules
+from brokerx_core.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+BATCH_SIZE = Histogram(
+    "brokerx_intake_batch_orders",
+    "Orders per intake group commit",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+_BY_IDS = f"SELECT {ORDER_COLUMNS} FROM client_order WHERE id = ANY($1::uuid[])"
+_BY_CLIENT_ORDER_IDS = (
+    f"SELECT {ORDER_COLUMNS} FROM client_order"
+    " WHERE (account_id, client_order_id) IN"
+    " (SELECT * FROM unnest($1::uuid[], $2::text[]))"
+)
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_ATTEMPTS = 5
+
+Connect = Callable[[], Any]  # () -> Awaitable[asyncpg.Connection]
+
+
+@dataclass(slots=True)
+class _Request:
+    account_id: uuid.UUID
+    order: NewOrder
+    correlation_id: str | None
+    max_open_orders: int | None
+    future: asyncio.Future[Placement] = field(repr=False)
+
+
+class IntakeBatcher:
+    """Place orders by group commit; `start()` before use, `stop()` at shutdown.
+
+    `rules` gives the trading rules in force (read once per batch).
+    """
+
+    def __init__(
+        self,
+        connect: Connect,
+        redis: Redis,
+        rules: Callable[[], TradingRules],
+        *,
+        max_batch: int = 256,
+        connections: int = 2,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._connect = connect
+        self._redis = redis
+        self._rules = rules
+        self._max_batch = max_batch
+        self._connections = connections
+        self._clock = clock
+        self._waiting: list[_Request] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._flusher(), name=f"intake-flusher-{n}")
+            for n in range(self._connections)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for request in self._waiting:
+            if not request.future.done():
+                request.future.set_exception(ConnectionError("intake is shutting down"))
+        self._waiting.clear()
+
+    async def place(
+        self,
+        account_id: uuid.UUID,
+        order: NewOrder,
+        *,
+        correlation_id: str | None = None,
+        max_open_orders: int | None = None,
+    ) -> Placement:
+        """Intake of one order; raises its `IntakeError`, or a database/Redis error."""
+        if not self._tasks:
+            raise RuntimeError("IntakeBatcher.start() was not called")
+        future: asyncio.Future[Placement] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Request(account_id, order, correlation_id, max_open_orders, future))
+        self._wake.set()
+        return await future
+
+    # --- flushing -----------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        connection: Any = None
+        try:
+            while True:
+                await self._wake.wait()
+                if not self._waiting:
+                    self._wake.clear()
+                    continue
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                if not self._waiting:
+                    self._wake.clear()
+                try:
+                    if connection is None or connection.is_closed():
+                        connection = await self._connect()
+                    await self._flush(connection, batch)
+                except asyncio.CancelledError:
+                    _fail(batch, ConnectionError("intake is shutting down"))
+                    raise
+                except Exception as exc:  # the batch's requests get the error (503 in the api)
+                    if _connection_lost(exc, connection):
+                        await _close(connection)
+                        connection = None
+                    _fail(batch, exc)
+        finally:
+            await _close(connection)
+
+    async def _flush(self, connection: Any, batch: list[_Request]) -> None:
+        BATCH_SIZE.observe(len(batch))
+        now = self._clock()
+        rules = self._rules()
+        # PostgreSQL refuses NUL in text; no instrument has one (unknown_symbol below).
+        symbols = sorted({r.order.symbol for r in batch if "\x00" not in r.order.symbol})
+        instruments = {
+            row["symbol"]: instrument_terms(row)
+            for row in await connection.fetch(INSTRUMENTS_SQL, symbols)
+        }
+        prepared: list[tuple[_Request, PreparedOrder]] = []
+        refused: list[tuple[_Request, IntakeError]] = []
+        for request in batch:
+            try:
+                prepared.append((request, _prepare(request, instruments, rules, now)))
+            except IntakeError as exc:
+                refused.append((request, exc))
+        if refused:
+            await self._answer_refused(connection, refused)
+        if not prepared:
+            return
+        prepared.sort(key=lambda pair: pair[1].lock_key)
+        try:
+            outcomes = await _place(connection, [p for _, p in prepared], rules.shards)
+        except _RETRYABLE:
+            raise
+        except asyncpg.PostgresError as exc:
+            if _connection_lost(exc, connection) or len(prepared) == 1:
+                raise
+            log.warning("intake_batch_refused", error=type(exc).__name__, orders=len(prepared))
+            await self._one_by_one(connection, prepared, rules.shards)
+            return
+        await self._publish_and_answer(prepared, outcomes)
+
+    async def _one_by_one(
+        self, connection: Any, prepared: list[tuple[_Request, PreparedOrder]], shards: int
+    ) -> None:
+        for request, item in prepared:
+            try:
+                outcomes = await _place(connection, [item], shards)
+            except asyncpg.PostgresError as exc:
+                if _connection_lost(exc, connection):
+                    raise
+                _fail([request], exc)
+                continue
+            await self._publish_and_answer([(request, item)], outcomes)
+
+    async def _publish_and_answer(
+        self,
+        prepared: Sequence[tuple[_Request, PreparedOrder]],
+        outcomes: Sequence[Placement | IntakeError],
+    ) -> None:
+        commands = [
+            outcome.command
+            for outcome in outcomes
+            if isinstance(outcome, Placement) and outcome.command is not None
+        ]
+        if commands:
+            commands.sort(key=lambda command: command.outbox_id)
+            await publish_commands(self._redis, commands)
+        for (request, _), outcome in zip(prepared, outcomes, strict=True):
+            _settle(request, outcome)
+
+    async def _answer_refused(
+        self, connection: Any, refused: list[tuple[_Request, IntakeError]]
+    ) -> None:
+        """A refused order whose client_order_id was used before is answered as that
+        order's replay: a retry must not turn into an error because prices moved."""
+        keyed = [(r, e) for r, e in refused if r.order.client_order_id is not None]
+        existing: dict[tuple[uuid.UUID, str], OrderRecord] = {}
+        if keyed:
+            rows = await connection.fetch(
+                _BY_CLIENT_ORDER_IDS,
+                [r.account_id for r, _ in keyed],
+                [r.order.client_order_id for r, _ in keyed],
+            )
+            for row in rows:
+                existing[(row["account_id"], row["client_order_id"])] = OrderRecord.from_mapping(
+                    row
+                )
+        for request, error in refused:
+            key = (request.account_id, request.order.client_order_id or "")
+            previous = existing.get(key)
+            if previous is None:
+                _settle(request, error)
+                continue
+            try:
+                _settle(request, replay_of(previous, request.order))
+            except IntakeError as exc:
+                _settle(request, exc)
+
+
+def _prepare(
+    request: _Request, instruments: dict[str, InstrumentTerms], rules: TradingRules, now: datetime
+) -> PreparedOrder:
+    return prepare_order(
+        request.account_id,
+        request.order,
+        instruments.get(request.order.symbol),
+        rules,
+        now=now,
+        correlation_id=request.correlation_id,
+        max_open_orders=request.max_open_orders,
+    )
+
+
+async def _place(
+    connection: Any, prepared: Sequence[PreparedOrder], shards: int
+) -> list[Placement | IntakeError]:
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            rows = await connection.fetch(PLACE_ORDERS_SQL, *place_arguments(prepared))
+            break
+        except _RETRYABLE:
+            if attempt == _ATTEMPTS:
+                raise
+            await asyncio.sleep(0.002 * attempt)
+    rows = sorted(rows, key=lambda row: row["r_index"])
+    replayed = [row["r_order_id"] for row in rows if row["r_outcome"] == "replay"]
+    existing: dict[uuid.UUID, OrderRecord] = {}
+    if replayed:
+        for row in await connection.fetch(_BY_IDS, replayed):
+            existing[row["id"]] = OrderRecord.from_mapping(row)
+    return [outcome_of(p, row, existing, shards) for p, row in zip(prepared, rows, strict=True)]
+
+
+def _settle(request: _Request, outcome: Placement | BaseException) -> None:
+    if request.future.done():  # the client went away; its order stands regardless
+        return
+    if isinstance(outcome, BaseException):
+        request.future.set_exception(outcome)
+    else:
+        request.future.set_result(outcome)
+
+
+def _fail(batch: Sequence[_Request], exc: BaseException) -> None:
+    for request in batch:
+        _settle(request, exc)
+
+
+def _connection_lost(exc: BaseException, connection: Any) -> bool:
+    if connection is None or connection.is_closed():
+        return True
+    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+        return True
+    state = getattr(exc, "sqlstate", "") or ""
+    return state.startswith(("08", "57P"))
+
+
+async def _close(connection: Any) -> None:
+    if connection is None:
+        return
+    try:
+        await asyncio.wait_for(connection.close(), timeout=2.0)
+    except Exception:  # already gone
+        connection.terminate()

@@ -1,0 +1,224 @@
+"""Group commit of intake (`IntakeBatcher`): many requests' orders in one call, each
+with exactly the outcome it would get alone. Real PostgreSQL and Redis; no engine runs,
+so orders stay `pending_new` with their reservations."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from brokerx_core import intake
+from brokerx_core.intake.batcher import IntakeBatcher
+from brokerx_core.intake.pretrade import NewOrder
+from brokerx_core.invariants import find_violations
+from brokerx_core.seed import credit_deposit, grant_shares
+from tests.support.trading import account_state, position_state, stream_commands
+
+pytestmark = pytest.mark.usefixtures("instruments")
+
+RULES = intake.TradingRules(
+    price_band_pct=Decimal("10"),
+    market_collar_pct=Decimal("5"),
+    max_open_orders=200,
+    shards=4,
+    session=intake.SessionHours(None, None),
+)
+
+
+async def new_account(engine: AsyncEngine, cash: str, shares: dict[str, int] | None = None) -> Any:
+    client_id, account_id = uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO client (id, email, password_hash, first_name, last_name,"
+                " date_of_birth, address, status, verified_at) VALUES (:id, :email, 'x', 'T',"
+                " 'T', '1990-01-01', '1 Main St', 'active', now())"
+            ),
+            {"id": client_id, "email": f"b-{client_id.hex[:12]}@example.com"},
+        )
+        await conn.execute(
+            text("INSERT INTO account (id, client_id) VALUES (:id, :client)"),
+            {"id": account_id, "client": client_id},
+        )
+        if Decimal(cash) > 0:
+            await credit_deposit(conn, account_id, Decimal(cash))
+        for symbol, quantity in (shares or {}).items():
+            await grant_shares(conn, account_id, symbol, quantity)
+    return account_id
+
+
+def order(
+    side: str,
+    quantity: int,
+    price: str | None = "190.00",
+    symbol: str = "AAPL",
+    client_order_id: str | None = None,
+) -> NewOrder:
+    kind = "limit" if price is not None else "market"
+    limit = Decimal(price) if price is not None else None
+    return NewOrder(symbol, side, kind, quantity, limit, "day", client_order_id)
+
+
+@pytest.fixture
+async def batcher(engine: AsyncEngine, redis: Redis) -> AsyncIterator[IntakeBatcher]:
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(url)
+
+    batcher = IntakeBatcher(connect, redis, lambda: RULES, connections=1)
+    await batcher.start()
+    yield batcher
+    await batcher.stop()
+
+
+def batches() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("brokerx_intake_batch_orders_count") or 0.0
+    total = REGISTRY.get_sample_value("brokerx_intake_batch_orders_sum") or 0.0
+    return count, total
+
+
+async def settle(calls: list[Awaitable[intake.Placement]]) -> list[Any]:
+    """Run the calls together: they all queue before the flusher wakes (one batch)."""
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def count_orders(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM client_order"))).scalar_one())
+
+
+async def test_one_batch_gives_each_order_its_own_outcome(
+    engine: AsyncEngine, redis: Redis, batcher: IntakeBatcher
+) -> None:
+    rich = await new_account(engine, "100000.00", {"MSFT": 500})
+    poor = await new_account(engine, "100.00")
+    count_before, sum_before = batches()
+
+    results = await settle(
+        [
+            batcher.place(rich, order("buy", 10)),
+            batcher.place(poor, order("buy", 10)),
+            batcher.place(rich, order("sell", 10, "420.00", "MSFT")),
+            batcher.place(rich, order("sell", 10_000, "420.00", "MSFT")),
+            batcher.place(rich, order("buy", 1, "10.00", "ZZZZ")),
+            batcher.place(rich, order("buy", 1, "190.005")),
+            batcher.place(rich, order("buy", 5, client_order_id="dup")),
+            batcher.place(rich, order("buy", 5, client_order_id="dup")),
+            batcher.place(rich, order("buy", 6, client_order_id="dup")),
+        ]
+    )
+
+    assert batches() == (count_before + 1, sum_before + 9)  # one group commit of 9
+    accepted, funds, sold, oversold, unknown, tick, first, again, reused = results
+    assert isinstance(accepted, intake.Placement)
+    assert not accepted.replayed
+    assert isinstance(funds, intake.InsufficientFunds)
+    assert funds.extra == {"required": "1900.00", "available": "100.00"}
+    assert isinstance(sold, intake.Placement)
+    assert sold.order.reserved_quantity == 10
+    assert isinstance(oversold, intake.InsufficientPosition)
+    assert oversold.extra == {"required": 10_000, "available": 490}
+    assert isinstance(unknown, intake.UnknownSymbol)
+    assert isinstance(tick, intake.InvalidTick)
+    assert isinstance(first, intake.Placement)
+    assert not first.replayed
+    assert isinstance(again, intake.Placement)
+    assert again.replayed
+    assert again.order.id == first.order.id
+    assert isinstance(reused, intake.ClientOrderIdReused)
+
+    assert await count_orders(engine) == 3
+    cash, reserved = await account_state(engine, rich)
+    assert reserved == Decimal("1900.00") + Decimal("950.00")
+    assert await account_state(engine, poor) == (Decimal("100.00"), Decimal("0.00"))
+    assert await position_state(engine, rich, "MSFT") == (500, 10)
+    published = {command.order_id for _, command in await stream_commands(redis)}
+    assert published == {accepted.order.id, sold.order.id, first.order.id}
+
+
+async def test_a_value_postgres_refuses_fails_only_its_own_request(
+    engine: AsyncEngine, batcher: IntakeBatcher
+) -> None:
+    account = await new_account(engine, "100000.00")
+    too_long = "x" * 65  # the HTTP layer refuses it; here it reaches the database
+
+    before, after, poisoned = await settle(
+        [
+            batcher.place(account, order("buy", 1)),
+            batcher.place(account, order("buy", 2)),
+            batcher.place(account, order("buy", 3, client_order_id=too_long)),
+        ]
+    )
+
+    assert isinstance(before, intake.Placement)
+    assert isinstance(after, intake.Placement)
+    assert isinstance(poisoned, asyncpg.DataError)
+    assert await count_orders(engine) == 2
+    assert (await account_state(engine, account))[1] == Decimal("570.00")
+
+
+async def test_a_replay_is_answered_even_after_the_band_moved(
+    engine: AsyncEngine, batcher: IntakeBatcher
+) -> None:
+    account = await new_account(engine, "100000.00")
+    first = await batcher.place(account, order("buy", 1, client_order_id="keep"))
+    async with engine.begin() as conn:  # the market ran far away from 190.00
+        await conn.execute(text("UPDATE instrument SET last_price = 400 WHERE symbol = 'AAPL'"))
+
+    again = await batcher.place(account, order("buy", 1, client_order_id="keep"))
+    fresh = await settle([batcher.place(account, order("buy", 1, client_order_id="new"))])
+
+    assert again.replayed
+    assert again.order.id == first.order.id
+    assert isinstance(fresh[0], intake.PriceOutOfBand)
+
+
+async def test_concurrent_batches_of_crossing_accounts_never_deadlock(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(url)
+
+    symbols = {"AAPL": "190.00", "MSFT": "420.00"}
+    accounts = [
+        await new_account(engine, "50000.00", {"AAPL": 300, "MSFT": 300}) for _ in range(12)
+    ]
+    batcher = IntakeBatcher(connect, redis, lambda: RULES, connections=3, max_batch=16)
+    await batcher.start()
+    rng = random.Random(7)
+    try:
+        calls = []
+        for _ in range(600):
+            symbol = rng.choice(list(symbols))
+            side = rng.choice(("buy", "sell"))
+            calls.append(
+                batcher.place(
+                    rng.choice(accounts), order(side, rng.randint(1, 40), symbols[symbol], symbol)
+                )
+            )
+        results = await settle(calls)
+    finally:
+        await batcher.stop()
+
+    unexpected = [r for r in results if not isinstance(r, intake.Placement | intake.IntakeError)]
+    assert unexpected == []
+    accepted = [r for r in results if isinstance(r, intake.Placement)]
+    refused = {type(r).__name__ for r in results if isinstance(r, intake.IntakeError)}
+    assert len(accepted) > 300
+    assert refused <= {"InsufficientFunds", "InsufficientPosition"}
+    assert await count_orders(engine) == len(accepted)
+    assert await find_violations(engine, pending_grace_seconds=3600) == []
