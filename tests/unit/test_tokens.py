@@ -151,3 +151,25 @@ def test_emailed_codes_are_six_digits_and_hashed_per_client_and_purpose() -> Non
     assert first != hash_code("k", uuid.uuid4(), "email_verification", "123456")
     assert first != hash_code("k", CLIENT, "mfa_login", "123456")
     assert first != hash_code("other-key", CLIENT, "email_verification", "123456")
+
+
+def test_a_remembered_access_token_still_expires(service: TokenService, clock: Clock) -> None:
+    token = service.issue_access(CLIENT, SESSION)
+    assert service.decode_access(token).session_id == SESSION
+    clock.now += 899
+    assert service.decode_access(token).subject == CLIENT  # from the memo
+    clock.now += 1
+    with pytest.raises(InvalidToken):
+        service.decode_access(token)
+
+
+def test_the_memo_never_admits_what_verification_refuses(service: TokenService) -> None:
+    token = service.issue_access(CLIENT, SESSION)
+    service.decode_access(token)
+    header, payload, signature = token.split(".")
+    forged = ".".join((header, b64({**claims(token), "sub": str(uuid.uuid4())}), signature))
+    mfa = service.issue_mfa(CLIENT)
+    for refused in (forged, mfa, token[:-2] + ("AA" if token[-2:] != "AA" else "BB")):
+        with pytest.raises(InvalidToken):
+            service.decode_access(refused)
+    assert service.decode_access(token).subject == CLIENT

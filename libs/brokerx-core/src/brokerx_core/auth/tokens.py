@@ -46,9 +46,13 @@ class TokenClaims:
 class TokenService:
     """Issues and verifies BrokerX JWTs. `clock` is injectable for tests."""
 
-    def __init__(self, config: TokenConfig, clock: Any = time.time) -> None:
+    def __init__(
+        self, config: TokenConfig, clock: Any = time.time, *, memo_size: int = 50_000
+    ) -> None:
         self._config = config
         self._clock = clock
+        self._memo_size = memo_size
+        self._verified: dict[str, TokenClaims] = {}
 
     @property
     def access_ttl_seconds(self) -> int:
@@ -77,6 +81,25 @@ class TokenService:
     def issue_mfa(self, client_id: uuid.UUID) -> str:
         """A short-lived token proving the password step passed; only MFA verify takes it."""
         return self._issue(client_id, "mfa", self._config.mfa_ttl_seconds)
+
+    def decode_access(self, token: str) -> TokenClaims:
+        """`decode(token, "access")`, remembering tokens already verified.
+
+        Every request of a client carries the same access token until it expires, and
+        verifying its signature is the dearest part of authenticating it. A remembered
+        token is only re-checked for expiry; the memo holds at most `memo_size` tokens.
+        """
+        claims = self._verified.get(token)
+        if claims is not None:
+            if claims.expires_at > int(self._clock()):
+                return claims
+            del self._verified[token]
+            raise InvalidToken("token expired")
+        claims = self.decode(token, "access")
+        if len(self._verified) >= self._memo_size:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
 
     def decode(self, token: str, expected_type: TokenType) -> TokenClaims:
         """Verify signature, algorithm, issuer, audience, expiry and type."""

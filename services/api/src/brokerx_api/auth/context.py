@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerx_api.auth.clock import Clock, ClockDep, utc
-from brokerx_api.auth.deps import PasswordHashingDep, TokenServiceDep
+from brokerx_api.auth.deps import PasswordHashingDep, TokenServiceDep, session_cache
+from brokerx_api.auth.session_cache import LocalSessionCache
 from brokerx_api.auth.throttle import enforce_limit
 from brokerx_api.deps import (
     ClientIpDep,
@@ -61,6 +62,7 @@ class AuthContext:
     hashing: PasswordHashing
     clock: Clock
     caller: CallerContext
+    session_cache: LocalSessionCache
 
     def now(self) -> datetime:
         """The current time by the app clock (aware UTC)."""
@@ -108,6 +110,7 @@ async def auth_context(
         hashing=hashing,
         clock=clock,
         caller=caller,
+        session_cache=session_cache(request.app),
     )
 
 

@@ -5,18 +5,26 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from redis.exceptions import RedisError
 from sqlalchemy import text
 
 from brokerx_api.auth.clock import Clock, app_clock
+from brokerx_api.auth.session_cache import LocalSessionCache
 from brokerx_api.errors import Unauthorized
 from brokerx_api.settings import ApiSettings
 from brokerx_core.auth.passwords import PasswordHashing
 from brokerx_core.auth.tokens import InvalidToken, TokenConfig, TokenService
 
 SESSION_CACHE_KEY = "auth:session:{session_id}"
+_LIVE_SESSION = text(
+    "SELECT a.id FROM auth_session s JOIN client c ON c.id = s.client_id"
+    " JOIN account a ON a.client_id = c.id"
+    " WHERE s.id = :sid AND s.client_id = :cid AND s.revoked_at IS NULL"
+    " AND s.expires_at > now() AND c.status = 'active'"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,43 +97,63 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def session_account(
-    request: Request, client_id: uuid.UUID, session_id: uuid.UUID
-) -> uuid.UUID | None:
-    """The account id when the session is live, else None (cached briefly in Redis).
+def session_cache(app: Any) -> LocalSessionCache:
+    """The process's in-process session memo (created on first use)."""
+    cache = getattr(app.state, "session_cache", None)
+    if cache is None:
+        cache = LocalSessionCache(app.state.settings.session_local_cache_seconds)
+        app.state.session_cache = cache
+    return cache  # type: ignore[no-any-return]
 
-    Logout and refresh-token reuse delete the cache entry, so revocation is immediate.
+
+async def session_account(
+    request: Request, client_id: uuid.UUID, session_id: uuid.UUID, *, memo: bool = True
+) -> uuid.UUID | None:
+    """The account id when the session is live, else None.
+
+    Looked up in this process's memo (unless `memo` is false), then Redis, then
+    PostgreSQL; see `session_cache` for how revocations reach every process at once.
+    With Redis unreachable the check goes to PostgreSQL instead of failing.
     """
+    memo_cache = session_cache(request.app)
+    if memo:
+        hit, account = memo_cache.get(session_id)
+        if hit:
+            return account
     redis = request.app.state.redis
     settings: ApiSettings = request.app.state.settings
     key = SESSION_CACHE_KEY.format(session_id=session_id)
-    cached = await redis.get(key)
+    redis_up = True
+    try:
+        cached = await redis.get(key)
+    except RedisError:
+        cached, redis_up = None, False
     if cached is not None:
         value = cached.decode() if isinstance(cached, bytes) else str(cached)
-        return None if value == "revoked" else uuid.UUID(value)
+        account_id = None if value == "revoked" else uuid.UUID(value)
+        memo_cache.put(session_id, account_id)
+        return account_id
     async with request.app.state.sessionmaker() as session:
-        row = (
-            await session.execute(
-                text(
-                    "SELECT a.id FROM auth_session s JOIN client c ON c.id = s.client_id"
-                    " JOIN account a ON a.client_id = c.id"
-                    " WHERE s.id = :sid AND s.client_id = :cid AND s.revoked_at IS NULL"
-                    " AND s.expires_at > now() AND c.status = 'active'"
-                ),
-                {"sid": session_id, "cid": client_id},
-            )
-        ).first()
+        row = (await session.execute(_LIVE_SESSION, {"sid": session_id, "cid": client_id})).first()
     account_id = row[0] if row else None
-    await redis.set(
-        key, str(account_id) if account_id else "revoked", ex=settings.session_cache_seconds
-    )
+    if redis_up:
+        try:
+            await redis.set(
+                key, str(account_id) if account_id else "revoked", ex=settings.session_cache_seconds
+            )
+        except RedisError:
+            pass
+    memo_cache.put(session_id, account_id)
     return account_id
 
 
-async def current_client(request: Request, tokens: TokenServiceDep) -> AuthenticatedClient:
-    """Authenticate the request's access token against a live session, or 401."""
+async def current_client(request: Request) -> AuthenticatedClient:
+    """Authenticate the request's access token against a live session, or 401.
+
+    One dependency with no sub-dependencies: it runs on every authenticated request.
+    """
     try:
-        claims = tokens.decode(bearer_token(request), "access")
+        claims = get_token_service(request).decode_access(bearer_token(request))
     except InvalidToken as exc:
         raise Unauthorized(
             "Invalid or expired token", headers={"WWW-Authenticate": "Bearer"}

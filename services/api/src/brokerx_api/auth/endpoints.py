@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Response
 
 from brokerx_api.auth import mfa, service, sessions
 from brokerx_api.auth.context import AuthContextDep
-from brokerx_api.auth.deps import CurrentClient
+from brokerx_api.auth.deps import CurrentClient, session_cache
 from brokerx_api.auth.schemas import (
     LoginIn,
     MfaChallengeOut,
@@ -17,9 +20,23 @@ from brokerx_api.auth.schemas import (
     TotpEnableIn,
     TotpSetupOut,
 )
+from brokerx_api.auth.session_cache import RevocationListener
 from brokerx_api.auth.sessions import IssuedTokens
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+
+@asynccontextmanager
+async def revocations_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Keep this process's session memo in step with revocations made anywhere."""
+    listener = RevocationListener(app.state.redis, session_cache(app))
+    listener.start()
+    app.state.session_revocations = listener
+    try:
+        yield
+    finally:
+        await listener.stop()
+
+
+router = APIRouter(prefix="/auth", tags=["auth"], lifespan=revocations_lifespan)
 
 
 def _tokens(issued: IssuedTokens) -> TokensOut:

@@ -19,6 +19,7 @@ from brokerx_api.auth import repository
 from brokerx_api.auth.context import AuthContext
 from brokerx_api.auth.deps import SESSION_CACHE_KEY
 from brokerx_api.auth.errors import TokenRejected
+from brokerx_api.auth.session_cache import publish_revocation
 from brokerx_api.clients import repository as clients
 from brokerx_core.observability.logging import get_logger
 
@@ -68,7 +69,10 @@ async def open_session(ctx: AuthContext, client_id: uuid.UUID, now: datetime) ->
 
 
 async def mark_revoked(ctx: AuthContext, session_id: uuid.UUID) -> None:
-    """Make `CurrentClient` refuse the session's access tokens at once (call after commit)."""
+    """Make `CurrentClient` refuse the session's access tokens at once (call after commit):
+    here, in Redis, then in every api process's memo (auth/session_cache.py). Redis is
+    written before the broadcast so that no process re-reads the old answer from it."""
+    ctx.session_cache.drop(session_id)
     try:
         await ctx.redis.set(
             SESSION_CACHE_KEY.format(session_id=session_id),
@@ -79,6 +83,8 @@ async def mark_revoked(ctx: AuthContext, session_id: uuid.UUID) -> None:
     except RedisError:
         # The database already says revoked; a stale cache entry expires within seconds.
         log.warning("session_cache_unavailable", session_id=str(session_id))
+        return
+    await publish_revocation(ctx.redis, session_id)
 
 
 async def rotate_refresh_token(ctx: AuthContext, refresh_token: str) -> IssuedTokens:

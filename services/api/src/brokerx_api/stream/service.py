@@ -83,7 +83,10 @@ class StreamService:
     async def _session_is_live(self, conn: Connection) -> bool:
         # session_account only reads `.app` from its request: a WebSocket serves as well.
         request = cast(Request, conn.websocket)
-        return await session_account(request, conn.client_id, conn.session_id) is not None
+        # Straight to Redis/PostgreSQL: an open socket learns of a revocation at the next check.
+        return (
+            await session_account(request, conn.client_id, conn.session_id, memo=False) is not None
+        )
 
     async def start(self) -> None:
         """Pin the readers at the streams' tails, learn the current status, start the loops."""
