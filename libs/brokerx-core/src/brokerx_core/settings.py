@@ -55,8 +55,9 @@ class BrokerXSettings(BaseSettings):
     service_name: str = "brokerx"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/brokerx"
     database_password: SecretStr | None = None
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
+    db_pool_timeout_seconds: float = 10.0  # waiting longer for a connection answers 503
     redis_url: str = "redis://127.0.0.1:6379/0"
     log_level: str = "INFO"
     log_json: bool = True

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from brokerx_core.observability.logging import get_logger
@@ -143,11 +144,18 @@ def _is_connection_error(exc: BaseException) -> bool:
     """True for errors that mean 'the database/Redis is not reachable right now'."""
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)):
         return True
-    if isinstance(exc, (OperationalError, InterfaceError)):
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)):
+    if isinstance(
+        exc,
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+        ),
+    ):
         return True
     if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "").startswith(
         ("08", "57P")  # connection exception; operator intervention (admin shutdown)
@@ -203,6 +211,7 @@ def install_error_handlers(app: FastAPI) -> None:
         asyncpg.InterfaceError,
         RedisConnectionError,
         RedisTimeoutError,
+        PoolTimeoutError,
         OSError,
     ):
         app.add_exception_handler(infrastructure_error, _infrastructure_error)

@@ -11,7 +11,7 @@ class WorkerSettings(BrokerXSettings):
     service_name: str = "worker"
     ops_host: str = "127.0.0.1"
     ops_port: int = 8002
-    db_pool_size: int = 5
+    db_pool_size: int = 10
 
     # E-mail
     smtp_host: str = "127.0.0.1"
