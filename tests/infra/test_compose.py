@@ -275,3 +275,35 @@ def test_make_secrets_creates_private_files_once(tmp_path: Path) -> None:
     assert (directory / "jwt_secret.txt").read_text() != first["jwt_secret.txt"]
     assert (directory / "jwt_secret.txt.previous").read_text() == first["jwt_secret.txt"]
     assert (directory / "db_password.txt").read_text() == first["db_password.txt"]
+
+
+def test_api_runs_several_workers_with_a_private_metrics_tmpfs(services: dict[str, Any]) -> None:
+    api = services["api"]
+    env = api["environment"]
+    assert int(env["API_WORKERS"]) >= 2, "one uvicorn worker per core of the 2-core VM"
+    metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"]
+    mounts = dict(entry.partition(":")[::2] for entry in api["tmpfs"])
+    assert "/tmp" in mounts, "the api's own tmpfs list must keep the shared /tmp"
+    # A tmpfs: fresh at every container start, writable under the read-only root
+    # filesystem, and owned by the user the api runs as.
+    options = dict(option.partition("=")[::2] for option in mounts[metrics_dir].split(","))
+    uid, gid = api["user"].split(":")
+    assert (options["uid"], options["gid"]) == (uid, gid)
+    assert options["mode"] == "0700"
+    # Only the api aggregates worker files; anything else writing there would leak into
+    # the api's /metrics.
+    for name in APP_SERVICES:
+        if name != "api":
+            assert "PROMETHEUS_MULTIPROC_DIR" not in services[name]["environment"], name
+            assert "API_WORKERS" not in services[name]["environment"], name
+
+
+def test_api_workers_can_be_overridden_from_the_environment(project: Path) -> None:
+    result = _compose(project, "config", "--format", "json")
+    default = json.loads(result.stdout)["services"]["api"]["environment"]["API_WORKERS"]
+    env_file = project / "workers.env"
+    env_file.write_text("API_WORKERS=4\n")
+    result = _compose(project, "--env-file", str(env_file), "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["api"]["environment"]["API_WORKERS"] == "4"
+    assert default == "2"

@@ -275,3 +275,16 @@ def test_uv_sync_steps_work_on_the_real_lock(parsed, tmp_path: Path) -> None:
     )
     assert check.returncode == 0, check.stderr
     assert (tmp_path / "venv/bin/brokerx-worker").exists()
+
+
+def test_api_image_starts_the_multi_worker_aware_entry_point(parsed) -> None:
+    # `brokerx-api` reads API_WORKERS and prepares Prometheus multiprocess mode before
+    # any worker starts; a bare `uvicorn --workers` would serve one worker's metrics.
+    _, stages = parsed
+    assert json.loads(stages["api"].all("CMD")[-1]) == ["brokerx-api"]
+    # Worker count and metrics directory belong to the deployment (compose sets both,
+    # with the directory on a tmpfs under the read-only root filesystem).
+    for stage in lineage(stages, "api"):
+        for env in stage.all("ENV"):
+            assert "API_WORKERS" not in env, env
+            assert "PROMETHEUS_MULTIPROC_DIR" not in env, env

@@ -182,3 +182,28 @@ def test_ports_come_from_flags_then_environment_then_defaults(
 def test_servers_prints_variables_with_an_optional_prefix() -> None:
     assert parse_args(["servers", "--prefix", "TEST_"]).prefix == "TEST_"
     assert parse_args(["servers"]).prefix == ""
+
+
+def test_api_workers_come_from_the_flag_then_the_environment_then_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("API_WORKERS", raising=False)
+    assert parse_args(["run"]).api_workers == 1
+    monkeypatch.setenv("API_WORKERS", "3")
+    assert parse_args(["run"]).api_workers == 3
+    assert parse_args(["run", "--api-workers", "2"]).api_workers == 2
+    with pytest.raises(SystemExit):
+        parse_args(["run", "--api-workers", "0"])
+
+
+def test_only_the_api_runs_in_multiprocess_mode_in_a_directory_of_its_own() -> None:
+    base = {"PROMETHEUS_MULTIPROC_DIR": "/somewhere/else", "API_WORKERS": "7"}
+    several = dataclasses.replace(STACK, api_workers=2)
+    envs = {service.name: service_env(base, service, several) for service in SERVICES}
+    assert envs["api"]["API_WORKERS"] == "2"
+    assert envs["api"]["PROMETHEUS_MULTIPROC_DIR"] == "/d/api-metrics"
+    for name in ("matching", "worker"):
+        assert "PROMETHEUS_MULTIPROC_DIR" not in envs[name], name
+    single = service_env(base, SERVICES[0], STACK)
+    assert single["API_WORKERS"] == "1"
+    assert "PROMETHEUS_MULTIPROC_DIR" not in single  # one process: plain single-process mode

@@ -16,6 +16,7 @@ from brokerx_devstack.procs import (
     ProcessRecord,
     accepts_connections,
     free_port,
+    group_orphans,
     pick_port,
     port_is_free,
     stop_trees,
@@ -89,6 +90,29 @@ def test_stop_trees_stops_a_child_and_what_it_spawned() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_what_a_dead_leader_left_in_its_group_is_found_and_stopped() -> None:
+    # A leader (like a killed uvicorn master) exits, its child (a worker) lives on.
+    script = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+    )
+    leader = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, process_group=0
+    )
+    assert leader.stdout is not None
+    orphan = psutil.Process(int(leader.stdout.readline()))
+    try:
+        leader.wait(10)
+        assert group_orphans(leader.pid) == [orphan]
+        assert group_orphans(os.getpid()) == []  # our own group holds no orphan of theirs
+        assert stop_trees(group_orphans(leader.pid), timeout=5) == []
+        assert group_orphans(leader.pid) == []
+    finally:
+        if orphan.is_running():
+            orphan.kill()
 
 
 def test_state_sections_are_set_and_removed(tmp_path: Path) -> None:

@@ -32,6 +32,13 @@ def _env_flag(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brokerx-devstack", description="Run BrokerX locally with throwaway servers."
@@ -64,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--api-port", type=int, default=_env_int("API_PORT", 3000))
     run_parser.add_argument("--matching-port", type=int, default=_env_int("MATCHING_PORT", 8001))
     run_parser.add_argument("--worker-port", type=int, default=_env_int("WORKER_PORT", 8002))
+    run_parser.add_argument(
+        "--api-workers",
+        type=_positive,
+        default=_env_int("API_WORKERS", 1),
+        metavar="N",
+        help="api worker processes (default $API_WORKERS, else 1)",
+    )
     run_parser.add_argument(
         "--smtp-port",
         type=int,
@@ -131,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         market_maker=args.market_maker,
         log_json=args.log_json,
         log_level=args.log_level,
+        api_workers=args.api_workers,
         fresh=args.fresh,
         prefer=args.prefer,
         startup_timeout=args.startup_timeout,

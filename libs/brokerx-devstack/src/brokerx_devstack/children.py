@@ -3,6 +3,9 @@
 Each child gets its own process group, so the terminal's Ctrl-C reaches only the
 launcher, which then stops them in order; and each asks the kernel for SIGTERM when the
 launcher dies (PR_SET_PDEATHSIG), so even `kill -9` of the launcher leaves no service.
+With `--api-workers N` (N > 1) the api is a uvicorn master with N worker processes in
+its process group: stopping the group stops them all, and a worker whose master is
+gone exits by itself.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from brokerx_core.observability.multiprocess import MULTIPROC_ENV
 from brokerx_devstack.procs import LOCALHOST
 
 PR_SET_PDEATHSIG = 1
@@ -52,6 +56,12 @@ class StackSettings:
     log_json: bool = False
     log_level: str = "INFO"
     postgres_bin_dir: Path | None = None
+    api_workers: int = 1
+
+    @property
+    def api_metrics_dir(self) -> Path:
+        """Prometheus multiprocess files of the api's workers (emptied at each api start)."""
+        return self.data_dir / "api-metrics"
 
 
 def _flag(value: bool) -> str:
@@ -78,6 +88,13 @@ def service_env(
             "PYTHONUNBUFFERED": "1",  # log lines reach the terminal as they happen
         }
     )
+    # Only the api may run in Prometheus multiprocess mode, in a directory of its own:
+    # another service writing there would show up in the api's /metrics.
+    env.pop(MULTIPROC_ENV, None)
+    if service.name == "api":
+        env["API_WORKERS"] = str(stack.api_workers)
+        if stack.api_workers > 1:
+            env[MULTIPROC_ENV] = str(stack.api_metrics_dir)
     if stack.postgres_bin_dir is not None:
         # The worker's backups call pg_dump: use the one matching the server's version.
         env["PATH"] = os.pathsep.join(filter(None, [str(stack.postgres_bin_dir), env.get("PATH")]))

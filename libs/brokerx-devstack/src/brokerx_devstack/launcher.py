@@ -37,6 +37,7 @@ from brokerx_devstack.procs import (
     ProcessRecord,
     accepts_connections,
     alive,
+    group_orphans,
     pick_port,
     port_is_free,
     stop_trees,
@@ -66,6 +67,7 @@ class Options:
     market_maker: bool = True
     log_json: bool = False
     log_level: str = "INFO"
+    api_workers: int = 1
     fresh: bool = False
     prefer: str | None = None
     startup_timeout: float = 60.0
@@ -80,6 +82,10 @@ def health_urls(ports: dict[str, int]) -> dict[str, str]:
     return {name: f"http://{LOCALHOST}:{port}/health" for name, port in ports.items()}
 
 
+def _workers(count: int) -> str:
+    return "1 api process" if count == 1 else f"{count} api worker processes"
+
+
 def banner(options: Options, servers: Servers, smtp_port: int) -> str:
     """What a developer needs once everything is up."""
     api = f"http://{LOCALHOST}:{options.api_port}"
@@ -92,7 +98,7 @@ def banner(options: Options, servers: Servers, smtp_port: int) -> str:
         [
             "",
             "BrokerX is running.",
-            f"  API docs    {api}/docs",
+            f"  API docs    {api}/docs   ({_workers(options.api_workers)})",
             f"  health      {api}/health   {ops[0]}/health   {ops[1]}/health",
             f"  metrics     {api}/metrics   {ops[0]}/metrics   {ops[1]}/metrics",
             f"  e-mails     {mail_dir}/*.eml  (SMTP catcher on {LOCALHOST}:{smtp_port})",
@@ -217,6 +223,7 @@ class Launcher:
             log_json=options.log_json,
             log_level=options.log_level,
             postgres_bin_dir=self.servers.postgres_bin_dir,
+            api_workers=options.api_workers,
         )
         for service in SERVICES:
             self._spawn(
@@ -314,11 +321,17 @@ class Launcher:
         procs = []
         for name in names:
             child = self.children.get(name)
-            if child is not None and child.poll() is None:
-                try:
-                    procs.append(psutil.Process(child.pid))
-                except psutil.Error:
-                    continue
+            if child is None:
+                continue
+            if child.poll() is not None:
+                # Its leader is gone, but what it spawned into its group may not be
+                # (the api's workers after their master was killed).
+                procs += group_orphans(child.pid)
+                continue
+            try:
+                procs.append(psutil.Process(child.pid))
+            except psutil.Error:
+                continue
         left = stop_trees(procs, timeout=self.options.stop_timeout)
         for proc in left:
             self.say(f"could not stop pid {proc.pid}")

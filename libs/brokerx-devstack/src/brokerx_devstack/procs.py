@@ -80,6 +80,23 @@ def process_tree(proc: psutil.Process) -> list[psutil.Process]:
         return [proc]
 
 
+def group_orphans(pgid: int) -> list[psutil.Process]:
+    """Live members of process group `pgid` after its leader (PID `pgid`) has exited.
+
+    The kernel does not hand out a PID still used as a process group id, so while
+    members remain `pgid` names exactly the group our child created. A process *leading*
+    a group of that number is a stranger that got the PID later: never included.
+    """
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != pgid and os.getpgid(proc.pid) == pgid and alive(proc):
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
 def _signal(proc: psutil.Process, sig: int, *, group: bool) -> None:
     try:
         if group and os.getpgid(proc.pid) == proc.pid:

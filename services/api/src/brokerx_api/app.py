@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,14 +18,17 @@ from brokerx_api.auth.endpoints import router as auth_router
 from brokerx_api.clients.endpoints import router as clients_router
 from brokerx_api.errors import install_error_handlers
 from brokerx_api.marketdata.endpoints import router as marketdata_router
+from brokerx_api.metrics import router as metrics_router
 from brokerx_api.middleware import RequestIdMiddleware
 from brokerx_api.orders.endpoints import router as orders_router
 from brokerx_api.settings import ApiSettings
 from brokerx_api.stream.endpoints import router as stream_router
+from brokerx_api.workers import exit_with_master
 from brokerx_core.db import create_engine, create_sessionmaker
 from brokerx_core.observability.health import Heartbeat
 from brokerx_core.observability.logging import configure_logging
-from brokerx_core.observability.metrics import register_process_metrics, unregister
+from brokerx_core.observability.metrics import ProcessMetrics
+from brokerx_core.observability.multiprocess import retire_current_process
 from brokerx_core.redis import create_redis
 
 API_PREFIX = "/api/v1"
@@ -39,7 +44,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.redis = redis
     app.state.arq = arq
-    collectors = register_process_metrics("api", engine)
+    # Per process: with API_WORKERS > 1 every worker runs this lifespan with its own
+    # engine, Redis, arq pool and stream readers.
+    process_metrics = ProcessMetrics("api", engine)
+    process_metrics.start()
+    app.state.process_metrics = process_metrics
+    master_watch = asyncio.create_task(exit_with_master(), name="exit-with-master")
     heartbeat = Heartbeat(
         redis,
         "api",
@@ -55,10 +65,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for hook in reversed(app.state.shutdown_hooks):
             await hook(app)
         await heartbeat.stop()
-        unregister(collectors)
+        master_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await master_watch
+        await process_metrics.stop()
         await arq.aclose()
         await redis.aclose()
         await engine.dispose()
+        retire_current_process()
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -78,6 +92,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     for router in (
         clients_router,
         auth_router,
@@ -87,7 +102,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         stream_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
-        app, include_in_schema=False
-    )
+    # Request metrics only: `/metrics` itself is `brokerx_api.metrics` (multiprocess-aware).
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
     return app

@@ -1,10 +1,19 @@
-"""Prometheus metrics of the live stream (one set per api process)."""
+"""Prometheus metrics of the live stream (one set per api process).
+
+With several api workers (Prometheus multiprocess mode) `/metrics` merges the workers:
+counters are summed, open connections are summed over live workers and the lag is the
+worst live worker's (each worker runs its own stream readers).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-WS_CONNECTIONS = Gauge("brokerx_ws_connections", "Open WebSocket connections on /api/v1/stream")
+WS_CONNECTIONS = Gauge(
+    "brokerx_ws_connections",
+    "Open WebSocket connections on /api/v1/stream",
+    multiprocess_mode="livesum",
+)
 WS_MESSAGES_SENT = Counter(
     "brokerx_ws_messages_sent_total", "Messages written to WebSocket clients", ["type"]
 )
@@ -18,4 +27,5 @@ STREAM_LAG = Gauge(
     "brokerx_stream_lag_seconds",
     "Now minus the timestamp of the last stream entry the api read (0 when caught up)",
     ["stream"],
+    multiprocess_mode="livemax",
 )
