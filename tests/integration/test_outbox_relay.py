@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -106,6 +106,30 @@ async def test_fresh_rows_are_left_to_the_fast_path(
 
     assert await run_pass(sessionmaker, redis) == 0
     assert await stream_commands(redis) == []
+
+
+async def test_a_pass_with_nothing_left_behind_is_one_probe_whatever_the_order_count(
+    api: httpx.AsyncClient,
+    engine: AsyncEngine,
+    redis: Redis,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    trader: Trader,
+) -> None:
+    for _ in range(5):
+        await place(api, trader)  # fresh rows: the fast path's business
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await run_pass(sessionmaker, redis) == 0
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert len(statements) == 1
+    assert "SELECT EXISTS" in statements[0]
+    assert "FOR UPDATE" not in statements[0]
 
 
 async def test_a_row_is_republished_again_after_a_growing_delay(

@@ -2,7 +2,8 @@
 
 `send_email` may run more than once for one message (arq retries, a worker killed mid-
 job, an api that enqueues twice): the `email_message` row of its key is locked while
-the message is sent and stamped `sent_at` afterwards, so a message goes out once.
+the message is sent and stamped `sent_at` afterwards, so a message goes out once (see
+`mail.delivery`, shared with the execution notifier).
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ from typing import Any
 
 from arq import Retry, cron, func
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 
 from brokerx_core.audit import record_audit
 from brokerx_core.auth.otp import issue_code
-from brokerx_core.db.models import Client, EmailMessage
+from brokerx_core.db.models import Client
 from brokerx_core.observability.logging import get_logger
-from brokerx_worker.mail import PermanentMailError, TransientMailError, deliver
+from brokerx_worker.mail import SmtpSession
+from brokerx_worker.mail.delivery import Outgoing, send_batch
 from brokerx_worker.mail.templates import verification_reminder
 from brokerx_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
 
-MAX_RETRY_DELAY_SECONDS = 300.0
 # Reminders to clients who have not verified their e-mail, in days after sign-up.
 REMINDER_DAYS = (1, 3)
 REMINDER_CODE_TTL = timedelta(hours=24)
@@ -37,13 +37,6 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value) if value else None
     except ValueError:
         return None
-
-
-def retry_delay(settings: WorkerSettings, job_try: int) -> float:
-    """Exponential back-off: base, 2×base, 4×base, … capped at five minutes."""
-    return float(
-        min(settings.email_retry_base_seconds * 2 ** (job_try - 1), MAX_RETRY_DELAY_SECONDS)
-    )
 
 
 async def send_email(
@@ -61,47 +54,17 @@ async def send_email(
     `email_max_attempts` tries have been made.
     """
     settings: WorkerSettings = ctx["settings"]
-    job_try = int(ctx.get("job_try", 1))
-    failure: Exception | None = None
-    async with ctx["sessionmaker"]() as session, session.begin():
-        await session.execute(
-            insert(EmailMessage)
-            .values(key=key, client_id=_uuid_or_none(client_id), to_address=to, subject=subject)
-            .on_conflict_do_nothing(index_elements=[EmailMessage.key])
-        )
-        # The row lock makes a concurrent run of the same key wait, then see `sent_at`.
-        sent_at = (
-            await session.execute(
-                select(EmailMessage.sent_at).where(EmailMessage.key == key).with_for_update()
-            )
-        ).scalar_one()
-        if sent_at is not None:
-            log.info("email_already_sent", key=key)
-            return "already_sent"
-        await session.execute(
-            update(EmailMessage)
-            .where(EmailMessage.key == key)
-            .values(attempts=EmailMessage.attempts + 1)
-        )
-        try:
-            await deliver(settings, to=to, subject=subject, text=text, html=html, key=key)
-        except (TransientMailError, PermanentMailError) as exc:
-            failure = exc  # the attempt count still commits
-        else:
-            await session.execute(
-                update(EmailMessage)
-                .where(EmailMessage.key == key)
-                .values(sent_at=datetime.now(UTC))
-            )
-    if failure is None:
-        log.info("email_sent", key=key, attempt=job_try)
-        return "sent"
-    if isinstance(failure, PermanentMailError) or job_try >= settings.email_max_attempts:
-        log.error("email_gave_up", key=key, attempt=job_try, error=str(failure))
-        return "failed"
-    delay = retry_delay(settings, job_try)
-    log.warning("email_retry", key=key, attempt=job_try, defer=delay, error=str(failure))
-    raise Retry(defer=delay)
+    mail = Outgoing(
+        key, to, subject, text, html, _uuid_or_none(client_id), int(ctx.get("job_try", 1))
+    )
+    smtp = SmtpSession(settings)
+    try:
+        result = await send_batch(ctx["sessionmaker"], smtp, settings, [mail])
+    finally:
+        await smtp.close()
+    if result.retry_key is not None:
+        raise Retry(defer=result.retry_delay)
+    return result.outcomes[key]
 
 
 def reminders_due(created_at: datetime, now: datetime) -> int:

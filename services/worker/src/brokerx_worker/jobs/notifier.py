@@ -2,16 +2,25 @@
 
 For each `fill`, `partial_fill`, `canceled` and `expired` report the owner gets one
 e-mail (not for `new` and the other events), unless they turned confirmations off. The
-send goes through `send_email` under the key `exec:<report_id>`, so a report delivered
-twice (redelivery, a reclaimed entry, an engine that published it twice) sends once.
-The entry is acknowledged after the send, or after deciding there is nothing to send.
+send goes through `mail.delivery` under the key `exec:<report_id>`, so a report
+delivered twice (redelivery, a reclaimed entry, an engine that published it twice)
+sends once. The entry is acknowledged after the send, or after deciding there is
+nothing to send.
+
+Reports are handled a batch at a time (up to `batch` entries per read), in stream
+order: other events are skipped without touching the database, one query finds the
+owners of the whole batch (`jobs.confirmations`), the e-mails go out on one SMTP
+connection kept open while reports keep coming, and one XACK acknowledges the batch.
+After a batch smaller than `batch` the consumer lingers `linger_ms` before reading
+again, so a steady trickle of reports is still handled in batches.
 
 - The group starts at id `0`, not `$`: reports published before it existed (first
   deploy, or an engine that republished after a Redis flush before the notifier noticed)
   are still confirmed; the e-mail keys make re-reading harmless.
 - A missing group (Redis flushed) is recreated the same way, then reading goes on.
-- A transient SMTP failure leaves the entry pending: the consumer backs off (the
-  delay `send_email` asks for) and re-reads its own pending entries first, in order.
+- A transient SMTP failure leaves the entry (and the ones after it) pending: the
+  consumer backs off (the delay `send_batch` asks for) and re-reads its own pending
+  entries first, in order. So does a PostgreSQL outage.
 - Entries left pending by a dead consumer are reclaimed with XAUTOCLAIM once idle.
 """
 
@@ -24,36 +33,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arq import Retry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from brokerx_core.messages import ExecutionReport, decode_execution
 from brokerx_core.observability.logging import get_logger
 from brokerx_core.streams import EXECUTIONS_STREAM, NOTIFIER_GROUP
-from brokerx_worker.jobs.email import send_email
-from brokerx_worker.mail_confirmations import OrderTerms, execution_confirmation
+from brokerx_worker.jobs.confirmations import CONFIRMED_EVENTS, confirmation_mails
+from brokerx_worker.mail import SmtpSession
+from brokerx_worker.mail.delivery import BatchResult, send_batch
 
 log = get_logger(__name__)
 
-CONFIRMED_EVENTS = frozenset({"fill", "partial_fill", "canceled", "expired"})
+__all__ = ["CONFIRMED_EVENTS", "Notifier", "NotifierConfig", "execution_notifier"]
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
-
-_RECIPIENT = text(
-    "SELECT c.email, c.first_name, c.email_confirmations, c.is_market_maker,"
-    " o.quantity, o.type, o.limit_price, o.time_in_force"
-    " FROM client c LEFT JOIN client_order o ON o.id = :order_id"
-    " WHERE c.id = :client_id"
-)
 
 
 @dataclass(frozen=True, slots=True)
 class NotifierConfig:
     block_ms: int = 5_000
-    batch: int = 50
+    batch: int = 200
+    linger_ms: int = 100  # after a partial batch: let reports gather before reading again
     claim_idle_ms: int = 60_000  # a consumer silent this long is presumed dead
     claim_interval_seconds: float = 30.0
     redis_retry_seconds: float = 1.0
@@ -74,7 +77,8 @@ class Notifier:
         self._redis: Redis = ctx["streams"]
         self.consumer = consumer
         self.config = config or NotifierConfig()
-        # Attempts per report in this process: `send_email` gives up after
+        self.smtp = SmtpSession(ctx["settings"])
+        # Attempts per report in this process: `send_batch` gives up after
         # `email_max_attempts` and asks for back-off in between.
         self._tries: dict[str, int] = {}
 
@@ -90,6 +94,12 @@ class Notifier:
                 raise
 
     async def run(self) -> None:
+        try:
+            await self._consume()
+        finally:
+            await self.smtp.close()
+
+    async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         backlog = True  # our own pending entries first (a restart under the same name)
         next_claim = 0.0
@@ -106,11 +116,14 @@ class Notifier:
                         backlog = True
                         continue
                 entries = await self._read(backlog)
-                if backlog and not entries:
+                if not entries:
                     backlog = False
+                    await self.smtp.close()  # idle: do not hold the server's connection
                     continue
                 if not await self._process(entries):
                     backlog = True
+                elif not backlog and len(entries) < self.config.batch:
+                    await asyncio.sleep(self.config.linger_ms / 1000)
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
@@ -119,10 +132,16 @@ class Notifier:
                     group_ready, backlog = False, False
                     continue
                 log.warning("notifier_redis_error", error=str(exc))
+                backlog = True
                 await asyncio.sleep(self.config.redis_retry_seconds)
             except (RedisError, OSError) as exc:
                 log.warning("notifier_redis_error", error=str(exc))
-                group_ready = False
+                group_ready, backlog = False, True
+                await asyncio.sleep(self.config.redis_retry_seconds)
+            except SQLAlchemyError as exc:  # PostgreSQL away: the batch stays pending
+                first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+                log.warning("notifier_database_error", error=first_line)
+                backlog = True
                 await asyncio.sleep(self.config.redis_retry_seconds)
 
     async def _read(self, backlog: bool) -> Sequence[Entry]:
@@ -157,65 +176,48 @@ class Notifier:
         return claimed
 
     async def _process(self, entries: Sequence[Entry]) -> bool:
-        """Handle entries in order, acknowledging each; False when one must be retried
+        """Handle entries in order and acknowledge them; False when one must be retried
         later (it and the ones after it stay pending)."""
-        for entry_id, fields in entries:
-            _raise_if_cancelled()
-            delay = await self._handle(entry_id, fields)
-            if delay is not None:
-                await asyncio.sleep(delay)
-                return False
-            await self._redis.xack(EXECUTIONS_STREAM, NOTIFIER_GROUP, entry_id)
+        if not entries:
+            return True
+        _raise_if_cancelled()
+        reports = [_confirmable(entry_id, fields) for entry_id, fields in entries]
+        wanted = [report for report in reports if report is not None]
+        sessionmaker = self._ctx["sessionmaker"]
+        mails = await confirmation_mails(sessionmaker, wanted, self._tries) if wanted else {}
+        result = BatchResult()
+        if mails:
+            outgoing = [mails[r.report_id] for r in wanted if r.report_id in mails]
+            result = await send_batch(sessionmaker, self.smtp, self._ctx["settings"], outgoing)
+        report_of_key = {mail.key: report_id for report_id, mail in mails.items()}
+        for key in result.outcomes:
+            self._tries.pop(report_of_key[key], None)
+        done = len(entries)
+        if result.retry_key is not None:
+            retry_report = report_of_key[result.retry_key]
+            self._tries[retry_report] = mails[retry_report].attempt
+            done = next(
+                i for i, r in enumerate(reports) if r is not None and r.report_id == retry_report
+            )
+        if done:
+            ids = [entry_id for entry_id, _ in entries[:done]]
+            await self._redis.xack(EXECUTIONS_STREAM, NOTIFIER_GROUP, *ids)
+        if result.retry_key is not None:
+            await asyncio.sleep(result.retry_delay)
+            return False
         return True
 
-    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> float | None:
-        """Send the confirmation of one entry; None when done, else seconds to back off."""
-        if not fields:  # trimmed away while pending: nothing left to confirm
-            return None
-        try:
-            report = decode_execution(fields)
-        except ValidationError:
-            log.error("notifier_bad_entry", id=entry_id.decode())
-            return None
-        if report.event not in CONFIRMED_EVENTS:
-            return None
-        return await self._confirm(report)
 
-    async def _confirm(self, report: ExecutionReport) -> float | None:
-        async with self._ctx["sessionmaker"]() as session:
-            row = (
-                await session.execute(
-                    _RECIPIENT, {"client_id": report.client_id, "order_id": report.order_id}
-                )
-            ).first()
-        if row is None:
-            log.warning("notifier_unknown_client", client_id=str(report.client_id))
-            return None
-        # The market maker trades all day long: it gets no confirmations.
-        if not row.email_confirmations or row.is_market_maker:
-            return None
-        terms = (
-            OrderTerms(row.quantity, row.type, row.limit_price, row.time_in_force)
-            if row.quantity is not None
-            else None
-        )
-        mail = execution_confirmation(report, row.first_name, terms)
-        tries = self._tries.get(report.report_id, 0) + 1
-        try:
-            await send_email(
-                {**self._ctx, "job_try": tries},
-                f"exec:{report.report_id}",
-                row.email,
-                mail.subject,
-                mail.text,
-                mail.html,
-                client_id=str(report.client_id),
-            )
-        except Retry as retry:
-            self._tries[report.report_id] = tries
-            return (retry.defer_score or 1000) / 1000
-        self._tries.pop(report.report_id, None)
+def _confirmable(entry_id: bytes, fields: dict[bytes, bytes] | None) -> ExecutionReport | None:
+    """The report of an entry if it is an event to confirm by e-mail, else None."""
+    if not fields:  # trimmed away while pending: nothing left to confirm
         return None
+    try:
+        report = decode_execution(fields)
+    except ValidationError:
+        log.error("notifier_bad_entry", id=entry_id.decode())
+        return None
+    return report if report.event in CONFIRMED_EVENTS else None
 
 
 def _raise_if_cancelled() -> None:

@@ -1,4 +1,4 @@
-"""SMTP delivery (aiosmtplib): multipart plain text + HTML, STARTTLS/TLS/auth by settings."""
+"""Outgoing mail errors and the stdlib-built message (see `mail.session` for delivery)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ class PermanentMailError(Exception):
 def build_message(
     settings: WorkerSettings, to: str, subject: str, text: str, html: str, key: str
 ) -> EmailMessage:
-    """A multipart/alternative message; the plain-text part comes first."""
+    """A multipart/alternative message; the plain-text part comes first.
+
+    The stdlib's version of `mail.mime.render`, for headers that need encoding.
+    """
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = to
@@ -35,29 +38,12 @@ def build_message(
     return message
 
 
-async def deliver(
-    settings: WorkerSettings, *, to: str, subject: str, text: str, html: str, key: str
-) -> None:
-    """Send one message through `settings.smtp_host:smtp_port`."""
-    message = build_message(settings, to, subject, text, html, key)
-    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-    try:
-        await aiosmtplib.send(
-            message,
-            hostname=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username,
-            password=password,
-            use_tls=settings.smtp_tls,
-            # False, not None: aiosmtplib would otherwise upgrade on its own initiative.
-            start_tls=settings.smtp_starttls,
-            timeout=settings.smtp_timeout_seconds,
-        )
-    except aiosmtplib.SMTPResponseException as exc:
+def mail_error(exc: Exception) -> TransientMailError | PermanentMailError:
+    """What an SMTP or network failure means for the message: retry it, or give up."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
         if 500 <= exc.code < 600 and not isinstance(exc, aiosmtplib.SMTPConnectResponseError):
-            raise PermanentMailError(f"{exc.code} {exc.message}") from exc
-        raise TransientMailError(f"{exc.code} {exc.message}") from exc
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        raise PermanentMailError(str(exc)) from exc
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise TransientMailError(str(exc) or type(exc).__name__) from exc
+            return PermanentMailError(f"{exc.code} {exc.message}")
+        return TransientMailError(f"{exc.code} {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return PermanentMailError(str(exc))
+    return TransientMailError(str(exc) or type(exc).__name__)
