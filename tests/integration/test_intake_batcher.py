@@ -19,11 +19,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokerx_core import intake
+from brokerx_core.intake.amend import Amended
 from brokerx_core.intake.batcher import IntakeBatcher
+from brokerx_core.intake.cancels import CancelRequest
 from brokerx_core.intake.pretrade import NewOrder
 from brokerx_core.invariants import find_violations
 from brokerx_core.seed import credit_deposit, grant_shares
-from tests.support.trading import account_state, position_state, stream_commands
+from tests.support.trading import account_state, count_rows, position_state, stream_commands
 
 pytestmark = pytest.mark.usefixtures("instruments")
 
@@ -222,3 +224,53 @@ async def test_concurrent_batches_of_crossing_accounts_never_deadlock(
     assert refused <= {"InsufficientFunds", "InsufficientPosition"}
     assert await count_orders(engine) == len(accepted)
     assert await find_violations(engine, pending_grace_seconds=3600) == []
+
+
+async def test_cancels_of_one_batch_are_each_checked_and_written_once(
+    engine: AsyncEngine, redis: Redis, batcher: IntakeBatcher
+) -> None:
+    mine = await new_account(engine, "100000.00")
+    theirs = await new_account(engine, "100000.00")
+    open_one, open_two, done = [
+        (await batcher.place(mine, order("buy", quantity))).order for quantity in (1, 2, 3)
+    ]
+    foreign = (await batcher.place(theirs, order("buy", 4))).order
+    async with engine.begin() as conn:  # as the engine would have settled it
+        await conn.execute(
+            text("UPDATE client_order SET status = 'canceled', reserved_amount = 0 WHERE id = :id"),
+            {"id": done.id},
+        )
+        await conn.execute(
+            text("UPDATE account SET reserved_cash = reserved_cash - 570 WHERE id = :id"),
+            {"id": mine},
+        )
+    await redis.flushdb()
+    count_before = await count_rows(engine, "outbox")
+
+    results = await settle(
+        [
+            batcher.cancel(CancelRequest(mine, open_one.id, None, "c-1")),
+            batcher.cancel(CancelRequest(mine, open_two.id, 1)),
+            batcher.cancel(CancelRequest(mine, open_two.id, 7)),
+            batcher.cancel(CancelRequest(mine, done.id, None)),
+            batcher.cancel(CancelRequest(mine, foreign.id, None)),
+            batcher.cancel(CancelRequest(mine, uuid.uuid4(), None)),
+        ]
+    )
+
+    first, second, stale, terminal, other, unknown = results
+    assert isinstance(first, Amended)
+    assert first.order.id == open_one.id
+    assert isinstance(second, Amended)
+    assert isinstance(stale, intake.VersionConflict)
+    assert isinstance(terminal, intake.OrderNotCancelable)
+    assert isinstance(other, intake.OrderNotFound)
+    assert isinstance(unknown, intake.OrderNotFound)
+    assert await count_rows(engine, "outbox") == count_before + 2
+    published = [
+        (command.type, command.order_id, command.correlation_id)
+        for _, command in await stream_commands(redis)
+    ]
+    assert sorted(published, key=str) == sorted(
+        [("cancel", open_one.id, "c-1"), ("cancel", open_two.id, None)], key=str
+    )

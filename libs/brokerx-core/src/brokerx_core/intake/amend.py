@@ -33,6 +33,7 @@ from brokerx_core.intake.pretrade import (
 from brokerx_core.intake.records import OPEN_SQL, ORDER_COLUMNS, OrderRecord
 from brokerx_core.intake.reservations import reserve
 from brokerx_core.intake.rules import TradingRules
+from brokerx_core.messages import OrderCommand
 from brokerx_core.money import ZERO_CASH, cash_up
 
 _ORDER = text(f"SELECT {ORDER_COLUMNS} FROM client_order WHERE id = :id AND account_id = :account")
@@ -73,6 +74,26 @@ def _check_version(order: OrderRecord, expected_version: int | None) -> None:
         )
 
 
+def cancel_command(
+    order: OrderRecord | None,
+    account_id: uuid.UUID,
+    expected_version: int | None,
+    *,
+    now: datetime,
+    correlation_id: str | None = None,
+) -> OrderCommand:
+    """The `cancel` command for `order`, or the refusal: `order_not_found` (unknown or
+    another account's), `order_not_cancelable` (terminal), `version_conflict`."""
+    if order is None or order.account_id != account_id:
+        raise OrderNotFound("no such order")
+    if not order.is_open:
+        raise OrderNotCancelable(f"the order is already {order.status}")
+    _check_version(order, expected_version)
+    return order_command(
+        "cancel", order.id, order.symbol, order.version, ts=now, correlation_id=correlation_id
+    )
+
+
 async def cancel_order(
     session: AsyncSession,
     *,
@@ -89,20 +110,11 @@ async def cancel_order(
     is already terminal, `version_conflict` when `expected_version` is stale.
     """
     row = (await session.execute(_ORDER, {"id": order_id, "account": account_id})).first()
-    if row is None:
-        raise OrderNotFound("no such order")
-    order = OrderRecord.from_row(row)
-    if not order.is_open:
-        raise OrderNotCancelable(f"the order is already {order.status}")
-    _check_version(order, expected_version)
-    command = order_command(
-        "cancel",
-        order.id,
-        order.symbol,
-        order.version,
-        ts=now or utcnow(),
-        correlation_id=correlation_id,
+    order = OrderRecord.from_row(row) if row is not None else None
+    command = cancel_command(
+        order, account_id, expected_version, now=now or utcnow(), correlation_id=correlation_id
     )
+    assert order is not None
     return Amended(order, await write_command(session, command, shards=rules.shards))
 
 

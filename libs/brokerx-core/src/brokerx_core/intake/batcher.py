@@ -38,6 +38,8 @@ from redis.asyncio import Redis
 
 from brokerx_core.commands import publish_commands
 from brokerx_core.db.base import utcnow
+from brokerx_core.intake.amend import Amended
+from brokerx_core.intake.cancels import CancelRequest, cancel_orders
 from brokerx_core.intake.errors import IntakeError
 from brokerx_core.intake.prepared import (
     INSTRUMENTS_SQL,
@@ -76,12 +78,18 @@ Connect = Callable[[], Any]  # () -> Awaitable[asyncpg.Connection]
 
 
 @dataclass(slots=True)
+class _Cancel:
+    request: CancelRequest
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+@dataclass(slots=True)
 class _Request:
     account_id: uuid.UUID
     order: NewOrder
     correlation_id: str | None
     max_open_orders: int | None
-    future: asyncio.Future[Placement] = field(repr=False)
+    future: asyncio.Future[Any] = field(repr=False)
 
 
 class IntakeBatcher:
@@ -107,6 +115,7 @@ class IntakeBatcher:
         self._connections = connections
         self._clock = clock
         self._waiting: list[_Request] = []
+        self._cancels: list[_Cancel] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -121,10 +130,9 @@ class IntakeBatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for request in self._waiting:
-            if not request.future.done():
-                request.future.set_exception(ConnectionError("intake is shutting down"))
+        _fail([*self._waiting, *self._cancels], ConnectionError("intake is shutting down"))
         self._waiting.clear()
+        self._cancels.clear()
 
     async def place(
         self,
@@ -142,6 +150,15 @@ class IntakeBatcher:
         self._wake.set()
         return await future
 
+    async def cancel(self, request: CancelRequest) -> Amended:
+        """Write one `cancel` command; raises its `IntakeError`, or a database error."""
+        if not self._tasks:
+            raise RuntimeError("IntakeBatcher.start() was not called")
+        future: asyncio.Future[Amended] = asyncio.get_running_loop().create_future()
+        self._cancels.append(_Cancel(request, future))
+        self._wake.set()
+        return await future
+
     # --- flushing -----------------------------------------------------------------
 
     async def _flusher(self) -> None:
@@ -149,27 +166,43 @@ class IntakeBatcher:
         try:
             while True:
                 await self._wake.wait()
-                if not self._waiting:
+                if not self._waiting and not self._cancels:
                     self._wake.clear()
                     continue
                 batch = self._waiting[: self._max_batch]
                 del self._waiting[: self._max_batch]
-                if not self._waiting:
+                cancels = self._cancels[: self._max_batch]
+                del self._cancels[: self._max_batch]
+                if not self._waiting and not self._cancels:
                     self._wake.clear()
                 try:
                     if connection is None or connection.is_closed():
                         connection = await self._connect()
-                    await self._flush(connection, batch)
+                    if batch:
+                        await self._flush(connection, batch)
+                    if cancels:
+                        await self._flush_cancels(connection, cancels)
                 except asyncio.CancelledError:
-                    _fail(batch, ConnectionError("intake is shutting down"))
+                    _fail([*batch, *cancels], ConnectionError("intake is shutting down"))
                     raise
                 except Exception as exc:  # the batch's requests get the error (503 in the api)
                     if _connection_lost(exc, connection):
                         await _close(connection)
                         connection = None
-                    _fail(batch, exc)
+                    _fail([*batch, *cancels], exc)
         finally:
             await _close(connection)
+
+    async def _flush_cancels(self, connection: Any, cancels: list[_Cancel]) -> None:
+        rules = self._rules()
+        outcomes = await cancel_orders(
+            connection, [c.request for c in cancels], shards=rules.shards, now=self._clock()
+        )
+        commands = [o.command for o in outcomes if isinstance(o, Amended)]
+        if commands:
+            await publish_commands(self._redis, commands)
+        for cancel, outcome in zip(cancels, outcomes, strict=True):
+            _settle(cancel, outcome)
 
     async def _flush(self, connection: Any, batch: list[_Request]) -> None:
         BATCH_SIZE.observe(len(batch))
@@ -297,7 +330,7 @@ async def _place(
     return [outcome_of(p, row, existing, shards) for p, row in zip(prepared, rows, strict=True)]
 
 
-def _settle(request: _Request, outcome: Placement | BaseException) -> None:
+def _settle(request: _Request | _Cancel, outcome: object) -> None:
     if request.future.done():  # the client went away; its order stands regardless
         return
     if isinstance(outcome, BaseException):
@@ -306,7 +339,7 @@ def _settle(request: _Request, outcome: Placement | BaseException) -> None:
         request.future.set_result(outcome)
 
 
-def _fail(batch: Sequence[_Request], exc: BaseException) -> None:
+def _fail(batch: Sequence[_Request | _Cancel], exc: BaseException) -> None:
     for request in batch:
         _settle(request, exc)
 

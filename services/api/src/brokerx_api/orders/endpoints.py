@@ -185,19 +185,15 @@ async def amend_order(
 )
 async def cancel_order(
     order_id: str,
+    request: Request,
     client: CurrentClient,
-    session: SessionDep,
-    redis: RedisDep,
-    settings: SettingsDep,
     correlation_id: CorrelationIdDep,
     if_match: IfMatchHeader = None,
 ) -> OrderOut:
     """Ask the engine to cancel an open order (`If-Match` optional). Answers 202; a
     `canceled` or `cancel_rejected` report follows."""
     order = await service.cancel_order(
-        session,
-        redis,
-        settings,
+        request.app.state.intake,
         account_id=client.account_id,
         order_id=order_id,
         if_match=if_match,

@@ -29,6 +29,7 @@ from brokerx_core.intake import (
     TradingRules,
 )
 from brokerx_core.intake.batcher import IntakeBatcher
+from brokerx_core.intake.cancels import CancelRequest
 
 _RULES: dict[int, tuple[ApiSettings, TradingRules]] = {}
 
@@ -141,30 +142,23 @@ async def amend_order(
 
 
 async def cancel_order(
-    session: AsyncSession,
-    redis: Redis,
-    settings: ApiSettings,
+    batcher: IntakeBatcher,
     *,
     account_id: uuid.UUID,
     order_id: str,
     if_match: str | None,
     correlation_id: str,
 ) -> OrderRecord:
-    """DELETE /orders/{id}: the cancel request written; the order as persisted."""
+    """DELETE /orders/{id}: the cancel request written (group commit); the order as read."""
     expected_version = parse_if_match(if_match, required=False)
     try:
         parsed_id = _existing_order_id(order_id)
-        amended = await intake.cancel_order(
-            session,
-            account_id=account_id,
-            order_id=parsed_id,
-            expected_version=expected_version,
-            rules=trading_rules(settings),
-            correlation_id=correlation_id,
+        amended = await batcher.cancel(
+            CancelRequest(account_id, parsed_id, expected_version, correlation_id)
         )
     except IntakeError as exc:
         raise http_error(exc) from exc
-    return await _commit_and_publish(session, redis, amended)
+    return amended.order
 
 
 async def cancel_all_orders(
