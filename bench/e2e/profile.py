@@ -104,6 +104,7 @@ class Profiler:
                     "--format",
                     "raw",
                     "--nonblocking",
+                    "--subprocesses",  # the api's workers under its master (API_WORKERS)
                     "--output",
                     str(self.raw(name)),
                 ],  # fmt: skip

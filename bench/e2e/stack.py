@@ -24,6 +24,8 @@ from brokerx_devstack.procs import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "matching", "worker")
 BENCH_ENV = {
+    # As docker-compose runs it on the 2-core VM (override with API_WORKERS in the env).
+    "API_WORKERS": os.environ.get("API_WORKERS", "2"),
     "ACCESS_TOKEN_TTL_SECONDS": "7200",
     "RATE_LIMIT_LOGIN_IP_PER_MINUTE": "100000",
     "RATE_LIMIT_LOGIN_ACCOUNT_PER_MINUTE": "1000",
