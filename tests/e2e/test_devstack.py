@@ -67,6 +67,12 @@ async def run_until_healthy_then_interrupt(launcher: Launcher) -> tuple[int, int
     launcher.start(fresh_machine_env(BROKERX_DEVSTACK_PREFER="system"))
     await launcher.wait_healthy(timeout=60)
 
+    async def output() -> str:
+        return launcher.output()
+
+    # The services can answer before the launcher's own health poll prints its banner.
+    await eventually(output, lambda text: "BrokerX is running" in text, timeout=30)
+
     async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
         for service in SERVICES:
             metrics = await client.get(launcher.url(service, "/metrics"))
