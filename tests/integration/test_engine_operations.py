@@ -102,6 +102,9 @@ async def test_a_shard_whose_lock_connection_dies_moves_to_the_standby(
                         text(
                             "SELECT pg_terminate_backend(pid) FROM pg_locks"
                             " WHERE locktype = 'advisory' AND granted AND objid = :key"
+                            # pg_locks is server-wide: not another run's shard 0.
+                            " AND database = (SELECT oid FROM pg_database"
+                            "                 WHERE datname = current_database())"
                         ),
                         {"key": settings.shard_lock_base},
                     )

@@ -7,11 +7,13 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brokerx_core.messages import ExecutionReport, OrderCommand
+from brokerx_core.messages import ExecutionReport, MarketDataUpdate, OrderCommand
 from brokerx_matching.engine import MatchingEngine
+from brokerx_matching.marketdata import batch_updates
 from brokerx_matching.poison import bury
 from brokerx_matching.reports import execution_report, report_json
 from brokerx_matching.state import InstrumentState, OrderState, ReservationOp
@@ -95,7 +97,12 @@ def test_report_json_is_an_execution_report() -> None:
     assert report.avg_fill_price == Decimal("190")
     assert (report.client_order_id, report.correlation_id, report.ts) == ("mine-1", "corr-1", TS)
     # The same JSON the pydantic model would write (consumers may compare raw bodies).
-    assert ExecutionReport.model_validate_json(report.model_dump_json()) == report
+    assert raw == report.model_dump_json().encode()
+    # Ids read by asyncpg are its own UUID type; a whole second has no fraction.
+    state.account_id = PgUUID(str(state.account_id))
+    whole_second = TS.replace(microsecond=0)
+    raw = report_json(execution_report(state, "new", whole_second, reason='a "quoted" é'))
+    assert raw == ExecutionReport.model_validate_json(raw).model_dump_json().encode()
 
 
 def engine() -> MatchingEngine:
@@ -167,3 +174,39 @@ def test_two_rejected_cancels_are_two_reports_and_a_redelivery_is_the_same_one()
     assert [r["event"] for r in batch.reports] == ["cancel_rejected"] * 3
     assert ids[0] != ids[1]  # two commands: a consumer must show both
     assert ids[0] == ids[2]  # the same command again: a consumer drops it
+
+
+def test_market_data_is_one_update_per_symbol_written_as_the_model_writes_it() -> None:
+    eng = engine()
+    resting = [
+        order(side="sell", limit_price=Decimal("190.10"), quantity=3),
+        order(side="sell", limit_price=Decimal("190.20"), quantity=7),
+        order(limit_price=Decimal("189.90"), quantity=4),
+    ]
+    crossing = order(limit_price=Decimal("190.20"), quantity=5)
+    orders = [*resting, crossing]
+    batch = eng.apply([command(o) for o in orders], {o.id: o for o in orders}, TS)
+    assert len(batch.trades) == 2
+    [update] = batch_updates(eng, batch.symbols, batch.trades, TS, depth=5)
+    model = MarketDataUpdate.model_validate_json(update.update)
+    assert update.update == model.model_dump_json().encode()
+    assert (model.bid, model.bid_size, model.ask, model.ask_size) == (
+        Decimal("189.90"),
+        4,
+        Decimal("190.20"),
+        5,
+    )
+    assert [(t.price, t.quantity) for t in model.trades] == [
+        (Decimal("190.10"), 3),
+        (Decimal("190.20"), 2),
+    ]
+    assert len(update.trades) == 2
+    empty = MatchingEngine(
+        [InstrumentState("AAPL", Decimal("0.01"), Decimal("190.00"), "active")],
+        market_collar_pct=Decimal("5"),
+    )
+    [quiet] = batch_updates(empty, {"AAPL"}, [], TS.replace(microsecond=0), depth=5)
+    assert (
+        quiet.update
+        == MarketDataUpdate.model_validate_json(quiet.update).model_dump_json().encode()
+    )

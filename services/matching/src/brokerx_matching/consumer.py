@@ -1,4 +1,5 @@
-"""The consumer of one shard: recovery, then the XREADGROUP loop.
+"""The consumer of one shard: recovery, then the XREADGROUP loop (the Redis side of
+the stream is in shard_stream.py, a batch end to end in pipeline.py).
 
 Runs only while this process holds the shard's advisory lock, on the connection that
 holds it (`shards.ShardManager`). Any batch that fails to commit throws the engine away
@@ -20,37 +21,39 @@ from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
-from redis.exceptions import ResponseError
 
 from brokerx_core.messages import OrderCommand, decode_command
 from brokerx_core.observability.logging import get_logger
-from brokerx_core.streams import MATCHING_GROUP, order_stream
+from brokerx_core.redis import SOCKET_TIMEOUT_SECONDS
+from brokerx_core.streams import order_stream
 from brokerx_matching import metrics
 from brokerx_matching.engine import CommandFailed, MatchingEngine
 from brokerx_matching.marketdata import TRADES_KEPT, rewrite_read_models
+from brokerx_matching.pacing import Pacer
 from brokerx_matching.persistence import commit_batch, existing_outbox_ids, load_orders
 from brokerx_matching.pipeline import (
     REDIS_DOWN,
     BatchRunner,
-    DeadLetter,
     blames_commands,
     now,
     recovery_command,
 )
 from brokerx_matching.poison import bury
+from brokerx_matching.publish import DeadLetter
 from brokerx_matching.recovery import (
     pending_new_orders,
     pending_new_outbox,
     rebuild_engine,
     recent_trades,
 )
+from brokerx_matching.redis_link import RedisLink
 from brokerx_matching.settings import MatchingSettings
+from brokerx_matching.shard_stream import Cursor, Entry, RecoveryNeeded, ShardStream, at_end
 from brokerx_matching.state import Command, OrderState
 
 log = get_logger(__name__)
 
 Connection = Any  # asyncpg.Connection
-Entry = tuple[bytes, dict[bytes, bytes] | None]
 _LOST = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,
@@ -62,21 +65,10 @@ class ShardLost(Exception):
     """The connection holding the shard's lock is gone: another process may own it now."""
 
 
-class RecoveryNeeded(Exception):
-    """The stream or its group vanished (Redis flushed): rebuild and start over."""
-
-
 class SystemicFailure(Exception):
     """Command after command fails on its own: the fault is the engine's (a bad deploy, a
     schema drift), not the commands'. Retiring them all would reject every order, so the
     shard stops retiring and retries with back-off until something goes through."""
-
-
-def _is_nogroup(exc: BaseException) -> bool:
-    """The group is gone, or the stream was deleted while we blocked on it (flush)."""
-    return isinstance(exc, ResponseError) and any(
-        marker in str(exc) for marker in ("NOGROUP", "UNBLOCKED")
-    )
 
 
 class ShardConsumer:
@@ -96,8 +88,11 @@ class ShardConsumer:
         self.redis = redis
         self.settings = settings
         self.stop = stop
-        self.consumer = settings.consumer
-        self.runner = BatchRunner(shard, self.stream, conn, redis, settings, stop)
+        # The batch's own commands (XREADGROUP, the publish script) on a connection of
+        # its own; the rest on the shared client.
+        self.link = RedisLink(settings.redis_url, timeout=SOCKET_TIMEOUT_SECONDS)
+        self.entries = ShardStream(self.stream, redis, self.link, settings)
+        self.runner = BatchRunner(shard, self.stream, conn, self.link, settings, stop)
         self.engine: MatchingEngine | None = None
         self.recovered = asyncio.Event()  # set once the shard serves (tests, benchmarks)
         self._errors: dict[bytes, str] = {}  # last failure of each entry still pending
@@ -111,6 +106,12 @@ class ShardConsumer:
 
     async def run(self) -> None:
         """Serve the shard until `stop`; raises `ShardLost` when the lock is gone."""
+        try:
+            await self._serve()
+        finally:
+            self.link.close()
+
+    async def _serve(self) -> None:
         delay = 0.1
         while not self.stop.is_set():
             try:
@@ -133,27 +134,22 @@ class ShardConsumer:
 
     async def _consume(self) -> None:
         settings = self.settings
+        pacer = Pacer(settings.min_batch_interval_ms / 1000, settings.batch_size)
+        next_read = 0.0
         delay = 0.1
         while not self.stop.is_set():
+            wait = next_read - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # pacing.py
             try:
-                response = await self.redis.xreadgroup(
-                    MATCHING_GROUP,
-                    self.consumer,
-                    {self.stream: ">"},
-                    count=settings.batch_size,
-                    block=settings.block_ms,
-                )
+                entries = await self.entries.read_new()
                 delay = 0.1
-            except ResponseError as exc:
-                if _is_nogroup(exc):
-                    raise RecoveryNeeded(self.stream) from exc
-                raise
             except REDIS_DOWN as exc:
                 log.warning("redis_unavailable", stream=self.stream, error=str(exc))
                 await self._sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            entries = response[0][1] if response else []
+            next_read = pacer.next_read(time.monotonic(), len(entries))
             if entries:
                 await self._process(entries, claimed=False)
             else:
@@ -173,7 +169,7 @@ class ShardConsumer:
         group's pending entries (docs/trading.md, "Recovery")."""
         started = time.perf_counter()
         self.engine = None
-        await self._ensure_group()
+        await self.entries.ensure_group()
         self.engine = await self._rebuild()
         await self._apply_pending_new()
         symbols = list(self.engine.instruments)
@@ -200,13 +196,6 @@ class ShardConsumer:
                 self.settings.matching_shards,
                 market_collar_pct=self.settings.market_collar_pct,
             )
-
-    async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, MATCHING_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
     async def _apply_pending_new(self) -> None:
         """Every order of the shard still `pending_new`, as `new_order`, in intake order."""
@@ -259,47 +248,25 @@ class ShardConsumer:
     async def _drain_pending(self) -> None:
         """Claim every pending entry of the group (dead consumers' and our own) and
         apply them before new ones; one per batch after a failure (isolation)."""
-        cursor: bytes | str = "0-0"
+        cursor: Cursor = "0-0"
         while not self.stop.is_set():
             count = 1 if self._isolate else self.settings.batch_size
             if self._halted:
-                cursor, entries = await self._claim_without_counting(cursor, count)
+                cursor, entries = await self.entries.claim_without_counting(cursor, count)
             else:
-                cursor, entries, *_ = await self.redis.xautoclaim(
-                    self.stream, MATCHING_GROUP, self.consumer, 0, cursor, count=count
-                )
+                cursor, entries = await self.entries.claim(cursor, count)
             if entries:
                 await self._process(entries, claimed=True)
-            if cursor in (b"0-0", "0-0"):
+            if at_end(cursor):
                 break
         self._isolate = False
-
-    async def _claim_without_counting(
-        self, cursor: bytes | str, count: int
-    ) -> tuple[bytes | str, list[Entry]]:
-        """XAUTOCLAIM's work without counting a delivery (XCLAIM … JUSTID): retries
-        during a systemic failure must not push innocent entries to the dead letters."""
-        start = cursor if cursor in (b"0-0", "0-0") else b"(" + _bytes(cursor)
-        rows = await self.redis.xpending_range(
-            self.stream, MATCHING_GROUP, min=start, max="+", count=count
-        )
-        ids = [row["message_id"] for row in rows]
-        if not ids:
-            return "0-0", []
-        await self.redis.xclaim(self.stream, MATCHING_GROUP, self.consumer, 0, ids, justid=True)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.xrange(self.stream, entry_id, entry_id)
-            found = await pipe.execute()
-        entries = [entry for entries in found for entry in entries]
-        return (ids[-1] if len(ids) == count else "0-0"), entries
 
     # -------------------------------------------------------------- batches
 
     async def _process(self, entries: Sequence[Entry], *, claimed: bool) -> None:
         assert self.engine is not None
         limit = self.settings.max_deliveries
-        deliveries = await self._deliveries(entries) if claimed else {}
+        deliveries = await self.entries.deliveries(entries) if claimed else {}
         commands: list[Command] = []
         acks: list[bytes] = []
         dead: list[DeadLetter] = []
@@ -344,18 +311,6 @@ class ShardConsumer:
     def _halted(self) -> bool:
         return self._retired_in_a_row >= self.settings.poison_streak_limit
 
-    async def _deliveries(self, entries: Sequence[Entry]) -> dict[bytes, int]:
-        """Delivery count of each claimed entry (XPENDING)."""
-        rows = await self.redis.xpending_range(
-            self.stream,
-            MATCHING_GROUP,
-            min=entries[0][0],
-            max=entries[-1][0],
-            count=2 * len(entries),
-            consumername=self.consumer,
-        )
-        return {row["message_id"]: row["times_delivered"] for row in rows}
-
     async def _bury(self, command: OrderCommand, error: str) -> None:
         """Retire a poison command in its own transaction (see `poison.bury`)."""
         if self._halted:
@@ -394,47 +349,9 @@ class ShardConsumer:
     # --------------------------------------------------------- housekeeping
 
     async def _housekeeping(self) -> None:
-        """Lag gauges, trimming below what the group acknowledged, and claiming entries
-        left with a consumer that lost the shard after reading them."""
-        settings = self.settings
-        self._next_housekeeping = time.monotonic() + settings.housekeeping_seconds
-        try:
-            groups = await self.redis.xinfo_groups(self.stream)
-            last_delivered: Any = None
-            for group in groups:
-                name = _text(group["name"])
-                pending = int(group.get("pending") or 0)
-                metrics.STREAM_LAG.labels(self.stream, name).set(
-                    int(group.get("lag") or 0) + pending
-                )
-                if name == MATCHING_GROUP:
-                    last_delivered = group["last-delivered-id"]
-            summary = await self.redis.xpending(self.stream, MATCHING_GROUP)
-            floor = summary["min"] if summary["pending"] else last_delivered
-            if floor is not None:
-                await self.redis.xtrim(self.stream, minid=floor, approximate=False)
-            _cursor, entries, *_ = await self.redis.xautoclaim(
-                self.stream,
-                MATCHING_GROUP,
-                self.consumer,
-                settings.claim_idle_ms,
-                "0-0",
-                count=settings.batch_size,
-            )
-        except REDIS_DOWN as exc:
-            log.warning("housekeeping_failed", stream=self.stream, error=str(exc))
-            return
-        except ResponseError as exc:
-            if _is_nogroup(exc):
-                raise RecoveryNeeded(self.stream) from exc
-            raise
+        """Lag gauges and trimming; entries left with a consumer that lost the shard
+        after reading them are claimed and applied."""
+        self._next_housekeeping = time.monotonic() + self.settings.housekeeping_seconds
+        entries = await self.entries.housekeeping()
         if entries:
             await self._process(entries, claimed=True)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()

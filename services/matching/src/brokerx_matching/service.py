@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import importlib
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from brokerx_core.observability.logging import configure_logging, get_logger
@@ -134,12 +135,28 @@ class _Ops:
         await service._engine.dispose()
 
 
-async def run(settings: MatchingSettings, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set or the process receives SIGINT/SIGTERM."""
+async def run(
+    settings: MatchingSettings,
+    stop: asyncio.Event | None = None,
+    *,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Run until `stop` is set or the process receives SIGINT/SIGTERM; `on_started` is
+    called once the first shards serve and the ops side is up."""
     configure_logging("matching", settings.log_level, json=settings.log_json)
     service = MatchingService(settings, stop)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, service.stop.set)
-    await service.serve()
+    hook = asyncio.create_task(_when_started(service, on_started)) if on_started else None
+    try:
+        await service.serve()
+    finally:
+        if hook is not None:
+            hook.cancel()
+
+
+async def _when_started(service: MatchingService, callback: Callable[[], None]) -> None:
+    await service.started.wait()
+    callback()

@@ -17,6 +17,10 @@ class MatchingSettings(BrokerXSettings):
     consumer_name: str | None = None  # defaults to host:pid
     batch_size: int = Field(default=500, ge=1, le=10_000)
     block_ms: int = Field(default=1000, ge=1, le=5000)  # stays under the Redis socket timeout
+    # Under load a shard starts a batch at most this often (unless the last one was
+    # full): batches grow instead of multiplying. Below two entries per interval it
+    # does not wait (pacing.py). Adds at most this much to a fill; 0 turns it off.
+    min_batch_interval_ms: int = Field(default=30, ge=0, le=1000)
     # A command whose processing raised this many times goes to `orders.dead`.
     max_deliveries: int = Field(default=5, ge=1)
     # ... unless this many were retired in a row: then the engine, not the commands, is
