@@ -121,9 +121,21 @@ async def write_commands(
     streams = [order_stream_for(c.symbol, shards) for c in commands]
     payloads = [outbox_payload(c) for c in commands]
     result = await session.execute(_INSERT_OUTBOX_MANY, {"streams": streams, "payloads": payloads})
-    # RETURNING order is not guaranteed: pair rows with commands through their payload.
+    return stamp_inserted(commands, payloads, [(row[0], row[1]) for row in result], shards)
+
+
+def stamp_inserted(
+    commands: Sequence[OrderCommand],
+    payloads: Sequence[str],
+    rows: Sequence[tuple[int, str]],
+    shards: int,
+) -> list[PendingCommand]:
+    """Pair the (id, payload) rows of a multi-row outbox INSERT with their commands.
+
+    RETURNING order is not guaranteed, so rows are matched through their payload.
+    """
     ids: dict[str, list[int]] = {}
-    for outbox_id, payload in result:
+    for outbox_id, payload in rows:
         ids.setdefault(payload, []).append(int(outbox_id))
     return [
         stamp(command, ids[payload].pop(), shards)

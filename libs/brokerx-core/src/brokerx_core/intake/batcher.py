@@ -53,7 +53,7 @@ from brokerx_core.intake.prepared import (
     replay_of,
 )
 from brokerx_core.intake.pretrade import InstrumentTerms, NewOrder
-from brokerx_core.intake.records import ORDER_COLUMNS, OrderRecord
+from brokerx_core.intake.records import ORDER_COLUMNS, ORDERS_BY_IDS_SQL, OrderRecord
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.observability.logging import get_logger
 
@@ -65,7 +65,6 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 
-_BY_IDS = f"SELECT {ORDER_COLUMNS} FROM client_order WHERE id = ANY($1::uuid[])"
 _BY_CLIENT_ORDER_IDS = (
     f"SELECT {ORDER_COLUMNS} FROM client_order"
     " WHERE (account_id, client_order_id) IN"
@@ -325,7 +324,7 @@ async def _place(
     replayed = [row["r_order_id"] for row in rows if row["r_outcome"] == "replay"]
     existing: dict[uuid.UUID, OrderRecord] = {}
     if replayed:
-        for row in await connection.fetch(_BY_IDS, replayed):
+        for row in await connection.fetch(ORDERS_BY_IDS_SQL, replayed):
             existing[row["id"]] = OrderRecord.from_mapping(row)
     return [outcome_of(p, row, existing, shards) for p, row in zip(prepared, rows, strict=True)]
 

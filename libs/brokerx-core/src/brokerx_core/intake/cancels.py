@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from brokerx_core.commands import outbox_payload, stamp
+from brokerx_core.commands import outbox_payload, stamp_inserted
 from brokerx_core.intake.amend import Amended, cancel_command
 from brokerx_core.intake.errors import IntakeError
-from brokerx_core.intake.records import ORDER_COLUMNS, OrderRecord
+from brokerx_core.intake.records import ORDERS_BY_IDS_SQL, OrderRecord
 from brokerx_core.messages import OrderCommand
 from brokerx_core.streams import order_stream_for
 
-_ORDERS = f"SELECT {ORDER_COLUMNS} FROM client_order WHERE id = ANY($1::uuid[])"
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (stream, payload)"
     " SELECT * FROM unnest($1::text[], $2::text[]) RETURNING id, payload"
@@ -41,7 +40,7 @@ async def cancel_orders(
 ) -> list[Amended | IntakeError]:
     """Write the `cancel` command of each request that passes its checks (asyncpg
     connection, autocommit); the outcome of each request, in order."""
-    rows = await connection.fetch(_ORDERS, list({r.order_id for r in requests}))
+    rows = await connection.fetch(ORDERS_BY_IDS_SQL, list({r.order_id for r in requests}))
     orders = {row["id"]: OrderRecord.from_mapping(row) for row in rows}
     outcomes: list[Amended | IntakeError | None] = []
     accepted: list[tuple[int, OrderRecord, OrderCommand]] = []
@@ -64,10 +63,13 @@ async def cancel_orders(
     if accepted:
         streams = [order_stream_for(command.symbol, shards) for _, _, command in accepted]
         payloads = [outbox_payload(command) for _, _, command in accepted]
-        # RETURNING order is not guaranteed: pair rows with commands through their payload.
-        ids: dict[str, list[int]] = {}
-        for row in await connection.fetch(_INSERT_OUTBOX, streams, payloads):
-            ids.setdefault(row["payload"], []).append(int(row["id"]))
-        for (index, order, command), payload in zip(accepted, payloads, strict=True):
-            outcomes[index] = Amended(order, stamp(command, ids[payload].pop(), shards))
+        rows = await connection.fetch(_INSERT_OUTBOX, streams, payloads)
+        pending = stamp_inserted(
+            [command for _, _, command in accepted],
+            payloads,
+            [(row["id"], row["payload"]) for row in rows],
+            shards,
+        )
+        for (index, order, _), command_out in zip(accepted, pending, strict=True):
+            outcomes[index] = Amended(order, command_out)
     return [outcome for outcome in outcomes if outcome is not None]

@@ -76,6 +76,7 @@ class PreparedOrder:
     stream: str
     cap: int
     correlation_id: str | None
+    request_hash: str  # of `order`, computed once
 
     @property
     def lock_key(self) -> tuple[int, bytes, str]:
@@ -121,6 +122,7 @@ def prepare_order(
         stream=order_stream_for(order.symbol, rules.shards),
         cap=rules.max_open_orders if max_open_orders is None else max_open_orders,
         correlation_id=correlation_id,
+        request_hash=order.request_hash(),
     )
 
 
@@ -139,7 +141,7 @@ def place_arguments(prepared: Sequence[PreparedOrder]) -> list[list[Any]]:
         [p.reservation.cash for p in prepared],
         [p.reservation.shares for p in prepared],
         [p.reservation.price for p in prepared],
-        [p.order.request_hash() for p in prepared],
+        [p.request_hash for p in prepared],
         [p.correlation_id for p in prepared],
         [p.stream for p in prepared],
         [outbox_payload(p.command) for p in prepared],
@@ -218,7 +220,7 @@ def accepted_record(prepared: PreparedOrder, created_at: datetime) -> OrderRecor
         reserved_quantity=prepared.reservation.shares,
         version=1,
         reject_reason=None,
-        request_hash=order.request_hash(),
+        request_hash=prepared.request_hash,
         created_at=created_at,
         updated_at=created_at,
     )

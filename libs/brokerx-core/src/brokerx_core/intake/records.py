@@ -20,6 +20,9 @@ ORDER_COLUMNS = (
     " reserved_quantity, version, reject_reason, request_hash, created_at, updated_at"
 )
 
+# Many orders by id in one round trip (asyncpg form).
+ORDERS_BY_IDS_SQL = f"SELECT {ORDER_COLUMNS} FROM client_order WHERE id = ANY($1::uuid[])"
+
 
 @dataclass(frozen=True, slots=True)
 class OrderRecord:
