@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from brokerx_api.auth.deps import CurrentClient
+from brokerx_api.auth.deps import CurrentClient, current_client
 from brokerx_api.deps import CorrelationIdDep, RedisDep, SessionDep, SettingsDep
 from brokerx_api.orders import repository, service
 from brokerx_api.orders.errors import OrderNotFound
@@ -24,6 +24,7 @@ from brokerx_api.orders.schemas import (
     OrderRequest,
     TradeOut,
     TradePage,
+    order_json,
     price_text,
     request_body_schema,
 )
@@ -38,11 +39,38 @@ IfMatchHeader = Annotated[
 ]
 
 
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Same meaning as `client_order_id`.",
+    "schema": {"type": "string"},
+}
+IF_MATCH_PARAMETER = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "The order `version`, bare or quoted.",
+    "schema": {"type": "string"},
+}
+
+
+def _json(body: bytes, status_code: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+# The write endpoints of the order flow take the bare Request: the session check and the
+# headers are read directly instead of through FastAPI's dependency solving, and the
+# answer is rendered once with orjson (`order_json`). What they accept and answer is the
+# same; the OpenAPI document declares the headers through `openapi_extra`.
 @router.post(
     "/orders",
     status_code=201,
     response_model=OrderOut,
-    openapi_extra=request_body_schema(OrderRequest),
+    openapi_extra={
+        **request_body_schema(OrderRequest),
+        "parameters": [IDEMPOTENCY_KEY_PARAMETER],
+    },
     responses={
         200: {"description": "Replay: the order first created with this client_order_id"},
         409: {"description": "`client_order_id_reused`", **_PROBLEM},
@@ -54,34 +82,24 @@ IfMatchHeader = Annotated[
         },
     },
 )
-async def create_order(
-    request: Request,
-    response: Response,
-    client: CurrentClient,
-    correlation_id: CorrelationIdDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(alias="Idempotency-Key", description="Same meaning as `client_order_id`."),
-    ] = None,
-) -> OrderOut:
+async def create_order(request: Request) -> Response:
     """Place an order. Runs the pre-trade checks, reserves cash (buy) or shares (sell) and
     answers 201 with the order `pending_new`; the matching engine takes it from there and
     reports on the live stream. The same `client_order_id` (or `Idempotency-Key`) with the
     same body answers 200 with the existing order and `Idempotent-Replayed: true`."""
     started = time.perf_counter()
+    client = await current_client(request)
     placement = await service.submit_order(
         request.app.state.intake,
         account_id=client.account_id,
         raw_body=await request.body(),
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
+        idempotency_key=request.headers.get("idempotency-key"),
+        correlation_id=str(request.state.correlation_id),
     )
     if placement.replayed:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
-    else:
-        ORDER_ACK_SECONDS.observe(time.perf_counter() - started)
-    return OrderOut.of(placement.order)
+        return _json(order_json(placement.order), 200, {"Idempotent-Replayed": "true"})
+    ORDER_ACK_SECONDS.observe(time.perf_counter() - started)
+    return _json(order_json(placement.order), 201)
 
 
 @router.get("/orders", response_model=OrderPage)
@@ -177,29 +195,25 @@ async def amend_order(
     "/orders/{order_id}",
     status_code=202,
     response_model=OrderOut,
+    openapi_extra={"parameters": [IF_MATCH_PARAMETER]},
     responses={
         404: {"description": "`order_not_found`", **_PROBLEM},
         409: {"description": "`version_conflict`", **_PROBLEM},
         422: {"description": "`order_not_cancelable`: already terminal", **_PROBLEM},
     },
 )
-async def cancel_order(
-    order_id: str,
-    request: Request,
-    client: CurrentClient,
-    correlation_id: CorrelationIdDep,
-    if_match: IfMatchHeader = None,
-) -> OrderOut:
+async def cancel_order(order_id: str, request: Request) -> Response:
     """Ask the engine to cancel an open order (`If-Match` optional). Answers 202; a
     `canceled` or `cancel_rejected` report follows."""
+    client = await current_client(request)
     order = await service.cancel_order(
         request.app.state.intake,
         account_id=client.account_id,
         order_id=order_id,
-        if_match=if_match,
-        correlation_id=correlation_id,
+        if_match=request.headers.get("if-match"),
+        correlation_id=str(request.state.correlation_id),
     )
-    return OrderOut.of(order)
+    return _json(order_json(order), 202)
 
 
 @router.delete("/orders", status_code=202, response_model=CancelAllOut)
