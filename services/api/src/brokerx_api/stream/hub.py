@@ -85,6 +85,14 @@ class Hub:
 
     # -- dispatch --------------------------------------------------------------------------
 
+    def has_order_subscribers(self, client_id: uuid.UUID) -> bool:
+        """Whether a connection here wants this client's execution reports."""
+        return client_id in self._by_client
+
+    def has_symbol_subscribers(self, symbol: str) -> bool:
+        """Whether a connection here subscribed to any channel of this symbol."""
+        return any(symbol in self._by_symbol[channel] for channel in CHANNELS)
+
     def publish_marketdata(self, update: MarketDataUpdate) -> None:
         """Queue quote, book and trades of one update to their subscribers."""
         symbol = update.symbol

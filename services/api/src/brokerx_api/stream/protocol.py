@@ -10,6 +10,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from brokerx_api.marketdata.schemas import display_price
@@ -97,8 +98,8 @@ def parse_action(text: str | None) -> ClientAction:
 
 
 def dumps(message: dict[str, Any]) -> str:
-    """Compact JSON text of a server message."""
-    return json.dumps(message, separators=(",", ":"))
+    """Compact JSON text of a server message (orjson: the fan-out renders every report)."""
+    return orjson.dumps(message).decode()
 
 
 def error_message(code: str, detail: str) -> str:

@@ -12,20 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from brokerx_api.stream.hub import Hub
 from brokerx_api.stream.metrics import STREAM_LAG
-from brokerx_core.messages import (
-    MarketDataUpdate,
-    decode_execution,
-    decode_marketdata,
-)
+from brokerx_core.messages import ExecutionReport, MarketDataUpdate
 from brokerx_core.observability.logging import get_logger
 from brokerx_core.streams import EXECUTIONS_STREAM, MARKETDATA_STREAM
 
@@ -161,13 +159,40 @@ class StreamReader:
         STREAM_LAG.labels(stream=self.stream).set(seconds)
 
 
+def _body(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """The entry's JSON object (orjson: a fraction of pydantic's cost), or None if garbage."""
+    raw = fields.get(b"data") or fields.get("data")  # type: ignore[call-overload]
+    try:
+        body = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        log.warning("stream_bad_entry", stream=stream, id=_text(entry_id))
+        return None
+    return body
+
+
 def execution_dispatcher(hub: Hub) -> Callable[[list[Entry]], None]:
-    """Decode `executions` entries and route each report to its owner."""
+    """Route each `executions` entry to its owner's connections.
+
+    Every api process reads every report, but a client's connections live on one of
+    them: the owner is looked up first, and only a report with a local owner is
+    validated into an `ExecutionReport`.
+    """
 
     def dispatch(entries: list[Entry]) -> None:
         for entry_id, fields in entries:
+            body = _body(EXECUTIONS_STREAM, entry_id, fields)
+            if body is None:
+                continue
             try:
-                report = decode_execution(fields)
+                owner = uuid.UUID(str(body.get("client_id")))
+            except ValueError:
+                owner = None
+            if owner is not None and not hub.has_order_subscribers(owner):
+                continue
+            try:
+                report = ExecutionReport.model_validate(body)
             except ValidationError:
                 log.warning("stream_bad_entry", stream=EXECUTIONS_STREAM, id=_text(entry_id))
                 continue
@@ -177,15 +202,21 @@ def execution_dispatcher(hub: Hub) -> Callable[[list[Entry]], None]:
 
 
 def marketdata_dispatcher(hub: Hub) -> Callable[[list[Entry]], None]:
-    """Decode `marketdata` entries; per symbol, only the batch's latest quote/book is sent
-    (every trade is kept)."""
+    """Decode `marketdata` entries of symbols someone here subscribed to; per symbol,
+    only the batch's latest quote/book is sent (every trade is kept)."""
 
     def dispatch(entries: list[Entry]) -> None:
         latest: dict[str, MarketDataUpdate] = {}
         trades: dict[str, list[Any]] = {}
         for entry_id, fields in entries:
+            body = _body(MARKETDATA_STREAM, entry_id, fields)
+            if body is None:
+                continue
+            symbol = body.get("symbol")
+            if isinstance(symbol, str) and not hub.has_symbol_subscribers(symbol):
+                continue
             try:
-                update = decode_marketdata(fields)
+                update = MarketDataUpdate.model_validate(body)
             except ValidationError:
                 log.warning("stream_bad_entry", stream=MARKETDATA_STREAM, id=_text(entry_id))
                 continue
