@@ -84,6 +84,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="1.0.0",
         summary="Online brokerage for retail investors",
         lifespan=lifespan,
+        # Metrics are Prometheus's (below) and nothing exports OpenTelemetry: with it off,
+        # FastAPI does not look for an OTel provider (environment lookups) per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     # Domain packages register background tasks (stream readers) here.

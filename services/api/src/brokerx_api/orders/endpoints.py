@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from brokerx_api.auth.deps import CurrentClient, current_client
 from brokerx_api.deps import CorrelationIdDep, RedisDep, SessionDep, SettingsDep
@@ -34,9 +34,6 @@ router = APIRouter(tags=["orders"], lifespan=intake_lifespan)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 SymbolQuery = Annotated[str | None, Query(max_length=12, description="Only this symbol.")]
-IfMatchHeader = Annotated[
-    str | None, Header(alias="If-Match", description="The order `version`, bare or quoted.")
-]
 
 
 IDEMPOTENCY_KEY_PARAMETER = {
@@ -156,7 +153,7 @@ async def get_order(order_id: str, client: CurrentClient, session: SessionDep) -
     "/orders/{order_id}",
     status_code=202,
     response_model=OrderOut,
-    openapi_extra=request_body_schema(AmendRequest),
+    openapi_extra={**request_body_schema(AmendRequest), "parameters": [IF_MATCH_PARAMETER]},
     responses={
         404: {"description": "`order_not_found`", **_PROBLEM},
         409: {"description": "`version_conflict`", **_PROBLEM},
@@ -164,31 +161,26 @@ async def get_order(order_id: str, client: CurrentClient, session: SessionDep) -
         428: {"description": "`precondition_required`: If-Match is missing", **_PROBLEM},
     },
 )
-async def amend_order(
-    order_id: str,
-    request: Request,
-    client: CurrentClient,
-    session: SessionDep,
-    redis: RedisDep,
-    settings: SettingsDep,
-    correlation_id: CorrelationIdDep,
-    if_match: IfMatchHeader = None,
-) -> OrderOut:
+async def amend_order(order_id: str, request: Request) -> Response:
     """Replace a resting limit order's quantity (new total), price or time in force.
     `If-Match` must carry the order's current `version`. Answers 202: the engine applies
     it and a `replaced` or `replace_rejected` report follows. A replace that needs more
     cash or shares reserves the difference now."""
-    order = await service.amend_order(
-        session,
-        redis,
-        settings,
-        account_id=client.account_id,
-        order_id=order_id,
-        if_match=if_match,
-        raw_body=await request.body(),
-        correlation_id=correlation_id,
-    )
-    return OrderOut.of(order)
+    client = await current_client(request)
+    state = request.app.state
+    # The service commits before it publishes; an error closes the session (rollback).
+    async with state.sessionmaker() as session:
+        order = await service.amend_order(
+            session,
+            state.redis,
+            state.settings,
+            account_id=client.account_id,
+            order_id=order_id,
+            if_match=request.headers.get("if-match"),
+            raw_body=await request.body(),
+            correlation_id=str(request.state.correlation_id),
+        )
+    return _json(order_json(order), 202)
 
 
 @router.delete(
