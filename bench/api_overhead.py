@@ -9,7 +9,9 @@ ASGI app is called directly (no sockets, no HTTP parsing: uvicorn's share is
 measured by the e2e bench). Reported: CPU µs per request (`time.process_time`) per
 route, and with `--profile` the top functions (cProfile, cumulative).
 
-    uv run --frozen python bench/api_overhead.py [--requests 20000] [--profile]
+    uv run --frozen python bench/api_overhead.py [--requests 20000] [--profile] [--json-out F]
+
+`make bench` runs it (docs/bench/api_overhead.json).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -152,6 +155,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true", help="cProfile POST /orders")
+    parser.add_argument("--json-out", help="write {route: µs CPU per request} here")
     args = parser.parse_args()
     settings = ApiSettings(
         database_url=await _database(), redis_url=REDIS, log_level="WARNING", log_json=True
@@ -174,8 +178,12 @@ async def main() -> None:
         results = {}
         for method, path, body, expect in routes:
             us = await _measure(app, _scope(method, path, token), body, args.requests, expect)
-            results[f"{method} {path.split('/')[-1] if method == 'DELETE' else path}"] = us
+            label = "/api/v1/orders/{order_id}" if method == "DELETE" else path
+            results[f"{method} {label}"] = round(us, 1)
             print(f"{method:6} {path[:40]:40} {us:8.1f} µs CPU/request")
+        if args.json_out:
+            text = json.dumps({"requests": args.requests, "cpu_us_per_request": results})
+            await asyncio.to_thread(Path(args.json_out).write_text, text + "\n")
         if args.profile:
             profiler = cProfile.Profile()
             scope = _scope("POST", "/api/v1/orders", token)

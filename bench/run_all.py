@@ -4,7 +4,8 @@
         [--sweep 0.5,0.7,0.85,1.0] [--profile] [--quick] [--no-docs]
         [--skip-book] [--skip-recovery]
 
-1. the pure order book (`bench/book_bench.py`);
+1. the pure order book (`bench/book_bench.py`), then the api's own CPU per request
+   outside intake (`bench/api_overhead.py`, in-process, no database work);
 2. the generator against an empty handler (its own ceiling and CPU per request);
 3. the whole system (`python -m brokerx_devstack run --no-market-maker`, data dir
    `.devdata/bench`, free ports): funded clients, then a closed loop (N clients as fast
@@ -242,6 +243,19 @@ def run_book(out: Path) -> None:
     )  # fmt: skip
 
 
+def run_api_overhead(out: Path, summary: dict[str, Any]) -> None:
+    """The api's own CPU per request outside intake (`bench/api_overhead.py`, in-process)."""
+    log("api request overhead (bench/api_overhead.py)")
+    target = out / "api_overhead.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "api_overhead.py"), "--json-out", str(target)],
+        cwd=REPO_ROOT, timeout=600, check=False,
+    )  # fmt: skip
+    if done.returncode == 0 and target.exists():
+        summary["api_overhead"] = json.loads(target.read_text())
+        log(f"api overhead: {summary['api_overhead']['cpu_us_per_request']}")
+
+
 def run_recovery(summary: dict[str, Any]) -> None:
     """The matching owner's recovery bench, as its docstring says to run it; its printed
     lines are kept (it prints "SIGKILL → serving again: median …" last)."""
@@ -304,6 +318,7 @@ def main() -> int:
     }
     if not args.skip_book:
         run_book(args.out)
+    run_api_overhead(args.out, summary)
     log("generator against an empty handler")
     summary["generator_baseline"] = run_async(empty_handler_baseline(args.clients, 5.0))
     log(f"generator baseline: {summary['generator_baseline']}")
