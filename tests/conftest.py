@@ -26,7 +26,7 @@ from tests.support.smtp import SmtpSink
 
 # Tables emptied between tests (everything but alembic's bookkeeping).
 _TRUNCATE = (
-    "TRUNCATE audit_event, email_message, trade, outbox, ledger_entry, deposit,"
+    "TRUNCATE audit_event, email_message, trade, outbox, report_outbox, ledger_entry, deposit,"
     " idempotency_record, share_grant, position, client_order, refresh_token, auth_session,"
     " verification_code, account, client, instrument RESTART IDENTITY CASCADE"
 )

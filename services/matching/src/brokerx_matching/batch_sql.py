@@ -45,7 +45,10 @@ BATCH_INPUTS = (
 # The orders of the batch ($1-$16, time $17) and the outbox rows of its commands ($18):
 # `updated` holds, per order, what its reservation released. The outbox rows go in the
 # same statement (no other lock is involved: the relay skips locked rows, intake only
-# inserts).
+# inserts). So do the report outbox's (report_outbox.py): the batch's reports ($20) are
+# inserted for the shard ($19), in array order (one function scan, so ids follow it),
+# and the rows of the last batch already published (ids $21-$22, NULL for none) deleted.
+# The DELETE sees the statement's snapshot, never the rows the INSERT adds.
 _ORDERS = """
 u AS (
     SELECT * FROM unnest(
@@ -61,6 +64,12 @@ u AS (
     FOR NO KEY UPDATE OF o
 ), gone AS (
     DELETE FROM outbox WHERE id = ANY($18::bigint[])
+), reported AS (
+    INSERT INTO report_outbox (shard, payload) SELECT $19::smallint, unnest($20::text[])
+    RETURNING id
+), published AS (
+    DELETE FROM report_outbox
+    WHERE shard = $19::smallint AND id BETWEEN $21::bigint AND $22::bigint
 ), updated AS (
     UPDATE client_order o SET
         status = u.status,
@@ -86,7 +95,8 @@ u AS (
 
 # A batch without trades, in one statement and so with no BEGIN/COMMIT: the orders,
 # then the reservations they released, on the accounts (sorted) then the positions
-# (sorted). Rows: (0, account, symbol, released cash, released shares) per order. If
+# (sorted). Rows: (0, account, symbol, released cash, released shares) per order, then,
+# last, (4, NULL, NULL, lowest, highest) ids of the reports it put in report_outbox. If
 # fewer orders than given were found the statement fails (casting the message to int),
 # as the transaction of a batch with trades does (nothing is written).
 APPLY_WITHOUT_TRADES = f"""
@@ -130,25 +140,27 @@ UNION ALL SELECT 3, NULL, NULL, NULL, NULL FROM found
     WHERE CASE WHEN n = cardinality($1::uuid[]) THEN false
         ELSE ('updated ' || n || ' of ' || cardinality($1::uuid[]) || ' orders')::int IS NULL
     END
+UNION ALL SELECT 4, NULL, NULL, min(id), max(id) FROM reported HAVING count(*) > 0
 """
 
 # A batch with trades, first statement (in a transaction): the orders, then the rows
-# settlement needs, locked: the accounts of the trades ($19) and of released cash, then
-# the positions of the trades ($20, $21) and of released shares. Rows: kind 0 per order
+# settlement needs, locked: the accounts of the trades ($23) and of released cash, then
+# the positions of the trades ($24, $25) and of released shares. Rows: kind 0 per order
 # as above, kind 1 (account, cash) per account, kind 2 (account, symbol, quantity,
-# avg_cost) per existing position.
+# avg_cost) per existing position, then kind 4 (lowest id, highest id) of the reports
+# put in report_outbox.
 APPLY_AND_LOCK = f"""
 WITH {_ORDERS}, locked_accounts AS MATERIALIZED (
     SELECT id, cash FROM account
     WHERE id = ANY(ARRAY(
-        SELECT unnest($19::uuid[])
+        SELECT unnest($23::uuid[])
         UNION SELECT account_id FROM updated WHERE released_cash <> 0
     ))
     ORDER BY id FOR NO KEY UPDATE
 ), locked_positions AS MATERIALIZED (
     SELECT p.account_id, p.symbol, p.quantity, p.avg_cost FROM position p
     WHERE (p.account_id, p.symbol) IN (
-        SELECT * FROM unnest($20::uuid[], $21::text[])
+        SELECT * FROM unnest($24::uuid[], $25::text[])
         UNION SELECT account_id, symbol FROM updated WHERE released_quantity <> 0
     )
     ORDER BY p.account_id, p.symbol
@@ -159,6 +171,8 @@ SELECT 0, account_id, symbol, released_cash, released_quantity,
 UNION ALL SELECT 1, id, NULL, NULL, NULL, cash, NULL, NULL FROM locked_accounts
 UNION ALL SELECT 2, account_id, symbol, NULL, NULL, NULL, quantity, avg_cost
     FROM locked_positions
+UNION ALL SELECT 4, NULL, NULL, NULL, min(id), NULL, max(id), NULL
+    FROM reported HAVING count(*) > 0
 """
 
 # A batch with trades, second statement, once the rows are locked: everything else in

@@ -30,7 +30,7 @@ from brokerx_matching import metrics
 from brokerx_matching.engine import CommandFailed, MatchingEngine
 from brokerx_matching.marketdata import TRADES_KEPT, rewrite_read_models
 from brokerx_matching.pacing import Pacer
-from brokerx_matching.persistence import commit_batch, existing_outbox_ids, load_orders
+from brokerx_matching.persistence import existing_outbox_ids, load_orders
 from brokerx_matching.pipeline import (
     REDIS_DOWN,
     BatchRunner,
@@ -108,6 +108,10 @@ class ShardConsumer:
         """Serve the shard until `stop`; raises `ShardLost` when the lock is gone."""
         try:
             await self._serve()
+            # Stopping: the last batch's published reports leave the report outbox, so
+            # the next owner has nothing to send again.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.runner.outbox.probe(self.conn), 2.0)
         finally:
             self.link.close()
 
@@ -153,8 +157,9 @@ class ShardConsumer:
             if entries:
                 await self._process(entries, claimed=False)
             else:
-                # Idle: make sure we still hold the lock (a dead connection = lost shard).
-                await self.conn.fetchval("SELECT 1")
+                # Idle: make sure we still hold the lock (a dead connection = lost shard);
+                # the round trip deletes the last batch's published reports, if any.
+                await self.runner.outbox.probe(self.conn)
             if time.monotonic() >= self._next_housekeeping:
                 await self._housekeeping()
 
@@ -165,10 +170,14 @@ class ShardConsumer:
     # ------------------------------------------------------------- recovery
 
     async def recover(self) -> None:
-        """Rebuild the books, re-apply pending_new orders, rewrite md:*, then drain the
-        group's pending entries (docs/trading.md, "Recovery")."""
+        """Republish the reports left in the report outbox, rebuild the books, re-apply
+        pending_new orders, rewrite md:*, then drain the group's pending entries
+        (docs/trading.md, "Recovery")."""
         started = time.perf_counter()
         self.engine = None
+        republished = await self.runner.outbox.republish(self.conn, self.runner.publisher)
+        if republished:
+            log.warning("reports_republished", stream=self.stream, reports=republished)
         await self.entries.ensure_group()
         self.engine = await self._rebuild()
         await self._apply_pending_new()
@@ -326,7 +335,7 @@ class ShardConsumer:
         )
         batch = bury(command, order, now())
         try:
-            await commit_batch(self.conn, batch)
+            reports = await self.runner.commit(batch)
         except Exception as exc:
             if self.conn.is_closed() or not blames_commands(exc):
                 raise
@@ -344,7 +353,7 @@ class ShardConsumer:
             error=error,
         )
         assert self.engine is not None
-        await self.runner.publish(self.engine, batch, ())
+        await self.runner.publish(self.engine, batch, reports, ())
 
     # --------------------------------------------------------- housekeeping
 

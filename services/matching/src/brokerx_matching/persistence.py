@@ -19,7 +19,9 @@ order allows. Before applying, one read (outbox rows still there + rows of the o
 not in memory). Then a batch without trades is one statement (orders, outbox deletes,
 released reservations); a batch with trades is BEGIN, one statement for the orders and
 outbox deletes that locks and reads the accounts then the positions to settle, one that
-writes everything else (trades, ledger, accounts, positions, instruments), COMMIT.
+writes everything else (trades, ledger, accounts, positions, instruments), COMMIT. The
+first statement also writes the report outbox (report_outbox.py): the batch's reports
+in, the last published batch's out.
 """
 
 from __future__ import annotations
@@ -76,9 +78,9 @@ async def load_batch_inputs(
     return existing, orders
 
 
-def _order_columns(batch: Batch) -> list[Any]:
-    """$1-$18 of the order statements: the columns of the orders, the time, the outbox
-    rows to delete."""
+def _order_columns(batch: Batch, outbox: Sequence[Any]) -> list[Any]:
+    """$1-$22 of the order statements: the columns of the orders, the time, the outbox
+    rows to delete, then the report outbox's parameters (`ReportOutbox.params`)."""
     columns: list[list[Any]] = [[] for _ in range(16)]
     for order in batch.orders.values():
         cash_op, qty_op = order.cash_op, order.qty_op
@@ -98,7 +100,7 @@ def _order_columns(batch: Batch) -> list[Any]:
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    return [*columns, batch.ts, batch.outbox_ids]
+    return [*columns, batch.ts, batch.outbox_ids, *outbox]
 
 
 def _settle_cash(trades: Sequence[TradeRecord], cash: dict[uuid.UUID, Decimal]) -> list[list[Any]]:
@@ -145,18 +147,24 @@ def _settle_positions(
         seller[0] -= trade.quantity
 
 
-async def commit_batch(conn: Connection, batch: Batch) -> None:
+async def commit_batch(
+    conn: Connection, batch: Batch, outbox: Sequence[Any]
+) -> tuple[int, int] | None:
     """Persist a batch atomically (order updates, trades, ledger, accounts, positions,
-    instrument last price, outbox deletes). Raises on any failure."""
+    instrument last price, outbox deletes, report outbox with `outbox` =
+    `ReportOutbox.params`). Returns the lowest and highest id of the reports put in the
+    report outbox (None: no report). Raises on any failure."""
     if not batch.trades:
         # One statement: atomic without a transaction block (and its two round trips).
-        await conn.fetch(APPLY_WITHOUT_TRADES, *_order_columns(batch))
-        return
+        rows = await conn.fetch(APPLY_WITHOUT_TRADES, *_order_columns(batch, outbox))
+        if rows and rows[-1][0] == 4:  # last: (4, NULL, NULL, lowest, highest)
+            return int(rows[-1][3]), rows[-1][4]
+        return None
     async with conn.transaction():
-        await _settle(conn, batch)
+        return await _settle(conn, batch, outbox)
 
 
-async def _settle(conn: Connection, batch: Batch) -> None:
+async def _settle(conn: Connection, batch: Batch, outbox: Sequence[Any]) -> tuple[int, int] | None:
     trades = batch.trades
     accounts = {t.buyer_account_id for t in trades} | {t.seller_account_id for t in trades}
     keys = sorted(
@@ -165,7 +173,7 @@ async def _settle(conn: Connection, batch: Batch) -> None:
     )
     rows = await conn.fetch(
         APPLY_AND_LOCK,
-        *_order_columns(batch),
+        *_order_columns(batch, outbox),
         sorted(accounts),
         [k[0] for k in keys],
         [k[1] for k in keys],
@@ -175,6 +183,7 @@ async def _settle(conn: Connection, batch: Batch) -> None:
     cash: dict[uuid.UUID, Decimal] = {}
     positions: dict[tuple[uuid.UUID, str], list[Any]] = {}
     updated = 0
+    reported: tuple[int, int] | None = None
     for kind, account_id, symbol, released_cash, released_qty, balance, quantity, avg in rows:
         if kind == 0:
             updated += 1
@@ -185,8 +194,10 @@ async def _settle(conn: Connection, batch: Batch) -> None:
                 reserved_qty[key] = reserved_qty.get(key, 0) - released_qty
         elif kind == 1:
             cash[account_id] = balance
-        else:
+        elif kind == 2:
             positions[(account_id, symbol)] = [quantity, avg, False]
+        else:  # 4: the report outbox ids
+            reported = (released_qty, quantity)
     if updated != len(batch.orders):
         raise RuntimeError(f"updated {updated} of {len(batch.orders)} orders")
     ledger = _settle_cash(trades, cash)
@@ -229,3 +240,4 @@ async def _settle(conn: Connection, batch: Batch) -> None:
         [positions[k][0] for k in created],
         [positions[k][1] for k in created],
     )
+    return reported

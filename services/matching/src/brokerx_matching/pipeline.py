@@ -3,7 +3,8 @@
 The order is the contract's (docs/trading.md, "Per batch"): the PostgreSQL commit comes
 before anything is published or acknowledged, so a crash at any point leaves either an
 unacknowledged entry whose effects are not committed (it is applied again) or one whose
-outbox row is gone (it is recognised and skipped).
+outbox row is gone (it is recognised and skipped) and whose execution reports wait in
+the report outbox for the shard's next owner (report_outbox.py).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from brokerx_core.observability.logging import get_logger
 from brokerx_core.streams import shard_of
 from brokerx_matching import metrics
 from brokerx_matching.engine import MatchingEngine
+from brokerx_matching.faults import after_commit
 from brokerx_matching.marketdata import batch_updates
 from brokerx_matching.persistence import commit_batch, load_batch_inputs
 from brokerx_matching.publish import BatchPublisher, DeadLetter
 from brokerx_matching.recovery import load_instrument
 from brokerx_matching.redis_link import RedisLink
+from brokerx_matching.report_outbox import ReportOutbox
 from brokerx_matching.reports import report_json
 from brokerx_matching.settings import MatchingSettings
 from brokerx_matching.state import Batch, Command, OrderState
@@ -87,6 +90,8 @@ class BatchRunner:
             executions_maxlen=settings.executions_maxlen,
             marketdata_maxlen=settings.marketdata_maxlen,
         )
+        self.outbox = ReportOutbox(shard)
+        self._exit_after_commit = settings.fault_exit_after_commit  # test hook
 
     async def run(
         self,
@@ -104,9 +109,8 @@ class BatchRunner:
         else:
             to_apply = list(commands)
         batch = engine.apply([c.command for c in to_apply], loaded, now())
-        if not batch.empty:
-            await commit_batch(self.conn, batch)
-        await self.publish(engine, batch, acks, dead)
+        reports = await self.commit(batch)
+        await self.publish(engine, batch, reports, acks, dead)
         engine.committed(batch)
         elapsed = time.perf_counter() - started
         metrics.BATCH_SECONDS.observe(elapsed)
@@ -159,23 +163,36 @@ class BatchRunner:
                     engine.add_instrument(instrument)
         return kept, loaded
 
+    async def commit(self, batch: Batch) -> list[bytes]:
+        """Commit the batch (nothing when it changed nothing) with its execution reports
+        in the report outbox; returns the reports as they are published."""
+        reports = [report_json(report) for report in batch.reports]
+        if not batch.empty:
+            inserted = await commit_batch(self.conn, batch, self.outbox.params(reports))
+            self.outbox.committed(inserted)
+            if self._exit_after_commit:
+                after_commit(self._exit_after_commit)
+        return reports
+
     async def publish(
         self,
         engine: MatchingEngine,
         batch: Batch,
+        reports: Sequence[bytes],
         acks: Sequence[bytes],
         dead: Sequence[DeadLetter] = (),
     ) -> None:
-        """XADD reports, market data and dead letters, refresh md:*, then XACK.
+        """XADD `reports` (the batch's, from `commit`), market data and dead letters,
+        refresh md:*, then XACK.
 
         Runs after the commit, so a Redis outage is waited out rather than failing the
         batch (the books already agree with PostgreSQL). If the process dies meanwhile
-        the entries are redelivered and skipped (their outbox rows are gone), and these
-        reports are lost: the contract's documented gap.
+        the entries are redelivered and skipped (their outbox rows are gone); the
+        reports, committed in the report outbox, are republished by the shard's next
+        owner (report_outbox.py).
         """
-        if not (batch.reports or batch.symbols or batch.trades or acks or dead):
+        if not (reports or batch.symbols or batch.trades or acks or dead):
             return
-        reports = [report_json(report) for report in batch.reports]
         updates = batch_updates(
             engine, batch.symbols, batch.trades, batch.ts, depth=self.settings.book_depth
         )
@@ -190,6 +207,7 @@ class BatchRunner:
                 log.warning("publish_retry", stream=self.stream, error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self.outbox.published()
         if dead:
             metrics.DEAD_LETTERS.inc(len(dead))
 

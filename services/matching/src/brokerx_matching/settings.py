@@ -11,6 +11,15 @@ from brokerx_core.settings import BrokerXSettings
 
 
 class MatchingSettings(BrokerXSettings):
+    """Settings of the matching process (environment variables of the same names).
+
+    `fault_exit_after_commit` (`FAULT_EXIT_AFTER_COMMIT`) is a test hook, never set in
+    production: when > 0 the process calls `os._exit(137)` right after its Nth batch
+    commit (every shard counted together), before publishing that batch's reports and
+    market data or acknowledging its entries (faults.py; the crash tests of the report
+    outbox use it).
+    """
+
     service_name: str = "matching"
     ops_host: str = "127.0.0.1"
     ops_port: int = 8001
@@ -46,6 +55,8 @@ class MatchingSettings(BrokerXSettings):
     # seconds even when the kernel did not close the socket (host crash, partition).
     db_keepalive_idle_seconds: int = 5
     db_statement_timeout_ms: int = 30_000
+    # Test hook (see the class docstring): 0 = off.
+    fault_exit_after_commit: int = Field(default=0, ge=0)
 
     @property
     def consumer(self) -> str:

@@ -1,0 +1,40 @@
+"""report outbox of the matching service
+
+`report_outbox` holds the execution reports of committed batches until they are on the
+`executions` stream: the engine inserts a batch's reports (the JSON it XADDs) in the
+batch's own transaction and deletes them once published, so a crash between the commit
+and the XADD no longer loses them (the shard's next owner republishes what is left,
+docs/trading.md "Execution reports").
+
+The primary key `(shard, id)` is the only index: the engine deletes a published batch's
+rows by shard and id range, and republishes a shard's rows in id order, both along it.
+`id` comes from an identity, so it grows with insertion order.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-24 09:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "report_outbox",
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("shard", "id", name=op.f("pk_report_outbox")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("report_outbox")
