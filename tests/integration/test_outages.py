@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from brokerx_core.db import create_sessionmaker
+from brokerx_core.seed import seed_instruments
 from tests.support.factories import create_logged_in_client
 
 
@@ -122,3 +123,43 @@ async def test_connections_dropped_by_postgres_are_replaced_without_a_500(
     assert statuses[-1] == 200
     assert set(statuses) <= {200, 503}
     assert statuses.count(503) <= 1
+
+
+async def test_intake_connections_dropped_by_postgres_cost_at_most_a_503_each(
+    api_app: Any, api: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """The batcher's own connections (POST /orders) after a PostgreSQL restart: each
+    failed batch answers 503 and its connection is replaced; never a 500."""
+    async with engine.begin() as conn:
+        await seed_instruments(conn)
+    client = await create_logged_in_client(api_app, cash=Decimal("100000.00"))
+    order = {"symbol": "AAPL", "side": "buy", "type": "limit", "quantity": 1}
+    warm = await asyncio.gather(
+        *[
+            api.post("/api/v1/orders", json={**order, "limit_price": "190.00"},
+                     headers=client.headers)
+            for _ in range(8)
+        ]
+    )  # fmt: skip
+    assert {r.status_code for r in warm} == {201}
+    async with engine.connect() as conn:
+        killed = (
+            await conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'api-intake' AND datname = current_database()"
+                )
+            )
+        ).scalar_one()
+    assert killed >= 1
+
+    statuses: list[int] = []
+    for _ in range(killed + 3):
+        response = await api.post(
+            "/api/v1/orders", json={**order, "limit_price": "190.00"}, headers=client.headers
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 201:
+            break
+    assert statuses[-1] == 201, statuses
+    assert set(statuses) <= {201, 503}

@@ -188,6 +188,8 @@ class IntakeBatcher:
                     if _connection_lost(exc, connection):
                         await _close(connection)
                         connection = None
+                    if isinstance(exc, asyncpg.InternalClientError):
+                        exc = ConnectionError(f"intake connection broken: {exc}")
                     _fail([*batch, *cancels], exc)
         finally:
             await _close(connection)
@@ -346,7 +348,10 @@ def _fail(batch: Sequence[_Request | _Cancel], exc: BaseException) -> None:
 def _connection_lost(exc: BaseException, connection: Any) -> bool:
     if connection is None or connection.is_closed():
         return True
-    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+    # InternalClientError: asyncpg's protocol lost track of the connection's state (seen when
+    # PostgreSQL terminates the backend while a statement starts): never use it again.
+    lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+    if isinstance(exc, (*lost, asyncpg.InternalClientError)):
         return True
     state = getattr(exc, "sqlstate", "") or ""
     return state.startswith(("08", "57P"))
