@@ -10,6 +10,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -137,6 +139,83 @@ async def cancel_all(
     return await write_commands(session, commands, shards=rules.shards)
 
 
+@dataclass(frozen=True, slots=True)
+class ReplacePlan:
+    """A replace that passed its checks: the new terms and what must be reserved on top."""
+
+    quantity: int
+    limit_price: Decimal
+    time_in_force: str
+    extra_cash: Decimal
+    extra_shares: int
+
+    @property
+    def reservation(self) -> Reservation:
+        return Reservation(self.extra_cash, self.extra_shares, None)
+
+
+def plan_replace(
+    order: OrderRecord,
+    instrument: InstrumentTerms,
+    amendment: Amendment,
+    rules: TradingRules,
+    expected_version: int,
+    now: datetime,
+) -> ReplacePlan:
+    """Check a replace against the order as read; what the new terms need reserved beyond
+    what the order holds (never less: the engine releases the difference when it applies
+    the replace). Raises the refusal (`order_not_modifiable`, `version_conflict`, ...)."""
+    if not order.is_open:
+        raise OrderNotModifiable(f"the order is already {order.status}")
+    if order.type != "limit" or order.limit_price is None:
+        raise OrderNotModifiable("only limit orders can be modified")
+    _check_version(order, expected_version)
+    check_tradable(instrument, rules, now)
+    quantity = amendment.quantity if amendment.quantity is not None else order.quantity
+    if quantity <= order.filled_quantity:
+        raise InvalidQuantity(
+            f"quantity must exceed the {order.filled_quantity} shares already filled"
+        )
+    limit_price = amendment.limit_price if amendment.limit_price is not None else order.limit_price
+    check_limit_price(limit_price, instrument, rules)
+    leaves = quantity - order.filled_quantity
+    extra_cash = ZERO_CASH
+    extra_shares = 0
+    if order.side == "buy":
+        extra_cash = max(cash_up(leaves * limit_price) - order.reserved_amount, ZERO_CASH)
+    else:
+        extra_shares = max(leaves - order.reserved_quantity, 0)
+    return ReplacePlan(
+        quantity,
+        limit_price,
+        amendment.time_in_force or order.time_in_force,
+        extra_cash,
+        extra_shares,
+    )
+
+
+def replace_command(
+    order: OrderRecord,
+    plan: ReplacePlan,
+    expected_version: int,
+    *,
+    now: datetime,
+    correlation_id: str | None,
+) -> OrderCommand:
+    """The `replace` command of a planned replace."""
+    return order_command(
+        "replace",
+        order.id,
+        order.symbol,
+        expected_version,
+        ts=now,
+        correlation_id=correlation_id,
+        new_quantity=plan.quantity,
+        new_limit_price=plan.limit_price,
+        new_time_in_force=plan.time_in_force,
+    )
+
+
 async def replace_order(
     session: AsyncSession,
     *,
@@ -148,8 +227,9 @@ async def replace_order(
     correlation_id: str | None = None,
     now: datetime | None = None,
 ) -> Amended:
-    """Check a replace against the persisted order, top up its reservation when the new
-    terms need more, and write the `replace` command (new total quantity, price, TIF)."""
+    """Check a replace against the persisted order (locked), top up its reservation when
+    the new terms need more, and write the `replace` command (new total quantity, price,
+    TIF). The api takes the one-call path, `intake.replaces.replace_order_on`."""
     now = now or utcnow()
     row = (
         await session.execute(_ORDER_FOR_REPLACE, {"id": order_id, "account": account_id})
@@ -157,58 +237,24 @@ async def replace_order(
     if row is None:
         raise OrderNotFound("no such order")
     order = OrderRecord.from_row(row)
-    if not order.is_open:
-        raise OrderNotModifiable(f"the order is already {order.status}")
-    if order.type != "limit" or order.limit_price is None:
-        raise OrderNotModifiable("only limit orders can be modified")
-    _check_version(order, expected_version)
-    instrument = InstrumentTerms(
-        order.symbol, row.tick_size, row.reference_price, row.last_price, row.instrument_status
-    )
-    check_tradable(instrument, rules, now)
-
-    quantity = amendment.quantity if amendment.quantity is not None else order.quantity
-    if quantity <= order.filled_quantity:
-        raise InvalidQuantity(
-            f"quantity must exceed the {order.filled_quantity} shares already filled"
-        )
-    limit_price = amendment.limit_price if amendment.limit_price is not None else order.limit_price
-    check_limit_price(limit_price, instrument, rules)
-    time_in_force = amendment.time_in_force or order.time_in_force
-
-    # Reserve what the new leaves need beyond what the order holds; never lower it here
-    # (the engine releases the difference when it applies the replace).
-    leaves = quantity - order.filled_quantity
-    extra_cash = ZERO_CASH
-    extra_shares = 0
-    if order.side == "buy":
-        extra_cash = max(cash_up(leaves * limit_price) - order.reserved_amount, ZERO_CASH)
-    else:
-        extra_shares = max(leaves - order.reserved_quantity, 0)
-    if extra_cash > 0 or extra_shares > 0:
-        await reserve(
-            session,
-            account_id,
-            order.side,
-            order.symbol,
-            Reservation(extra_cash, extra_shares, None),
-        )
+    plan = plan_replace(order, instrument_of(row._mapping), amendment, rules, expected_version, now)
+    if plan.extra_cash > 0 or plan.extra_shares > 0:
+        await reserve(session, account_id, order.side, order.symbol, plan.reservation)
         topped = (
             await session.execute(
-                _TOP_UP_ORDER, {"id": order.id, "amount": extra_cash, "quantity": extra_shares}
+                _TOP_UP_ORDER,
+                {"id": order.id, "amount": plan.extra_cash, "quantity": plan.extra_shares},
             )
         ).one()
         order = order.with_reservation(topped.reserved_amount, topped.reserved_quantity)
-
-    command = order_command(
-        "replace",
-        order.id,
-        order.symbol,
-        expected_version,
-        ts=now,
-        correlation_id=correlation_id,
-        new_quantity=quantity,
-        new_limit_price=limit_price,
-        new_time_in_force=time_in_force,
-    )
+    command = replace_command(order, plan, expected_version, now=now, correlation_id=correlation_id)
     return Amended(order, await write_command(session, command, shards=rules.shards))
+
+
+def instrument_of(m: Any) -> InstrumentTerms:
+    """The instrument terms of a row mapping (an asyncpg record, a row's `_mapping`) that
+    selected `i.tick_size, i.reference_price, i.last_price, i.status AS instrument_status`
+    next to the order's columns."""
+    return InstrumentTerms(
+        m["symbol"], m["tick_size"], m["reference_price"], m["last_price"], m["instrument_status"]
+    )

@@ -7,6 +7,7 @@ UPDATEs: the reservation grows only when the account or position can cover it.
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,11 +48,7 @@ async def reserve(
         result = await session.execute(_RESERVE_CASH, params)
         if result.rowcount == 0:  # type: ignore[attr-defined]
             available = (await session.execute(_AVAILABLE_CASH, params)).scalar() or ZERO_CASH
-            raise InsufficientFunds(
-                f"this order needs {fmt(reservation.cash)} of buying power;"
-                f" {fmt(available)} is available",
-                extra={"required": fmt(reservation.cash), "available": fmt(available)},
-            )
+            raise insufficient_funds(reservation.cash, available)
         return
     if reservation.shares <= 0:
         return
@@ -59,8 +56,20 @@ async def reserve(
     result = await session.execute(_RESERVE_SHARES, params)
     if result.rowcount == 0:  # type: ignore[attr-defined]
         available = (await session.execute(_AVAILABLE_SHARES, params)).scalar() or 0
-        raise InsufficientPosition(
-            f"this order sells {reservation.shares} {symbol};"
-            f" {available} are available (no short selling)",
-            extra={"required": reservation.shares, "available": int(available)},
-        )
+        raise insufficient_position(reservation.shares, symbol, int(available))
+
+
+def insufficient_funds(required: Decimal, available: Decimal) -> InsufficientFunds:
+    """The refusal of a reservation of `required` cash when `available` is left."""
+    return InsufficientFunds(
+        f"this order needs {fmt(required)} of buying power; {fmt(available)} is available",
+        extra={"required": fmt(required), "available": fmt(available)},
+    )
+
+
+def insufficient_position(required: int, symbol: str, available: int) -> InsufficientPosition:
+    """The refusal of a reservation of `required` shares when `available` are left."""
+    return InsufficientPosition(
+        f"this order sells {required} {symbol}; {available} are available (no short selling)",
+        extra={"required": required, "available": available},
+    )

@@ -6,6 +6,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
 from brokerx_api.auth.deps import CurrentClient, current_client
@@ -168,18 +169,27 @@ async def amend_order(order_id: str, request: Request) -> Response:
     cash or shares reserves the difference now."""
     client = await current_client(request)
     state = request.app.state
-    # The service commits before it publishes; an error closes the session (rollback).
-    async with state.sessionmaker() as session:
-        order = await service.amend_order(
-            session,
-            state.redis,
-            state.settings,
-            account_id=client.account_id,
-            order_id=order_id,
-            if_match=request.headers.get("if-match"),
-            raw_body=await request.body(),
-            correlation_id=str(request.state.correlation_id),
-        )
+    # A connection of the replace pool (orders/intake.py), outside any transaction: the
+    # replace is one autocommitted call of `intake_replace_order`, then published. Waiting
+    # longer than DB_POOL_TIMEOUT_SECONDS raises TimeoutError: 503.
+    pool = state.replace_pool
+    async with pool.acquire(timeout=state.settings.db_pool_timeout_seconds) as conn:
+        try:
+            order = await service.amend_order(
+                conn,
+                state.redis,
+                state.settings,
+                account_id=client.account_id,
+                order_id=order_id,
+                if_match=request.headers.get("if-match"),
+                raw_body=await request.body(),
+                correlation_id=str(request.state.correlation_id),
+            )
+        except asyncpg.InternalClientError as exc:
+            # asyncpg lost track of the connection (PostgreSQL terminated it as a statement
+            # started): drop it, so the pool opens a new one, and answer 503.
+            conn.terminate()
+            raise ConnectionError("the database connection was lost") from exc
     return _json(order_json(order), 202)
 
 

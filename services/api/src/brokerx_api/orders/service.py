@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +22,6 @@ from brokerx_api.settings import ApiSettings
 from brokerx_core import intake
 from brokerx_core.commands import publish_commands
 from brokerx_core.intake import (
-    Amended,
     IntakeError,
     OrderRecord,
     Placement,
@@ -30,6 +30,7 @@ from brokerx_core.intake import (
 )
 from brokerx_core.intake.batcher import IntakeBatcher
 from brokerx_core.intake.cancels import CancelRequest
+from brokerx_core.intake.replaces import replace_order_on
 
 _RULES: dict[int, tuple[ApiSettings, TradingRules]] = {}
 
@@ -111,7 +112,7 @@ async def submit_order(
 
 
 async def amend_order(
-    session: AsyncSession,
+    conn: Any,
     redis: Redis,
     settings: ApiSettings,
     *,
@@ -121,16 +122,16 @@ async def amend_order(
     raw_body: bytes,
     correlation_id: str,
 ) -> OrderRecord:
-    """PATCH /orders/{id}: the replace request written; the order as persisted."""
+    """PATCH /orders/{id} on an asyncpg connection: the replace written (one server-side
+    call, `intake_replace_order`), then published; the order as persisted."""
     expected_version = parse_if_match(if_match, required=True)
     assert expected_version is not None
     try:
         amendment = intake.parse_amendment(decode_body(raw_body))
-        parsed_id = _existing_order_id(order_id)
-        amended = await intake.replace_order(
-            session,
+        amended = await replace_order_on(
+            conn,
             account_id=account_id,
-            order_id=parsed_id,
+            order_id=_existing_order_id(order_id),
             expected_version=expected_version,
             amendment=amendment,
             rules=trading_rules(settings),
@@ -138,7 +139,8 @@ async def amend_order(
         )
     except IntakeError as exc:
         raise http_error(exc) from exc
-    return await _commit_and_publish(session, redis, amended)
+    await publish_commands(redis, [amended.command])
+    return amended.order
 
 
 async def cancel_order(
@@ -182,9 +184,3 @@ async def cancel_all_orders(
         await session.commit()
         await publish_commands(redis, pending)
     return len(pending)
-
-
-async def _commit_and_publish(session: AsyncSession, redis: Redis, amended: Amended) -> OrderRecord:
-    await session.commit()
-    await publish_commands(redis, [amended.command])
-    return amended.order
