@@ -194,6 +194,7 @@ async def test_market_data_is_503_when_redis_is_unreachable(
         api_app.state.redis = real
     assert response.status_code == 503
     assert response.json()["code"] == "service_unavailable"
+    assert response.headers["retry-after"] == "1"  # as for every other 503
 
 
 async def test_engine_prices_are_shown_like_every_other_price(

@@ -118,8 +118,28 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, "validation_error", "Invalid request", detail, extra={"errors": errors})
 
 
+# FastAPI's answer (400) to a JSON body it cannot decode at all: not UTF-8, or nested
+# deeper than the interpreter's recursion limit. A body that is merely not JSON is
+# already its 422 `json_invalid`.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
+def _body_not_json() -> JSONResponse:
+    # Every body that does not decode is a 422 `validation_error`, whichever endpoint
+    # decoded it (FastAPI or the endpoint itself): docs/decisions.md.
+    return problem(
+        422,
+        "validation_error",
+        "Invalid request",
+        "body: invalid JSON",
+        extra={"errors": [{"loc": ["body"], "msg": "invalid JSON"}]},
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        return _body_not_json()
     code = _STATUS_CODES.get(exc.status_code, "error")
     title = str(exc.detail) if exc.detail else code.replace("_", " ").capitalize()
     return problem(

@@ -94,7 +94,7 @@ def parse_deposit_request(raw: bytes) -> DepositRequest:
     try:
         # parse_int too: a 5000-digit integer is an invalid amount, not a parser crash.
         body = json.loads(raw, parse_float=Decimal, parse_int=Decimal) if raw else None
-    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, `[[[…` nested too deep
         raise _invalid_body("invalid JSON", ["body"]) from exc
     if not isinstance(body, dict):
         raise _invalid_body("a JSON object is expected", ["body"])

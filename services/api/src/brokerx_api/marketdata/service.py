@@ -154,7 +154,9 @@ def empty_quote(instrument: InstrumentInfo) -> QuoteOut:
 
 def _unavailable(exc: RedisError) -> ServiceUnavailable:
     log.warning("marketdata_redis_unavailable", error=str(exc))
-    return ServiceUnavailable("Market data is temporarily unavailable")
+    return ServiceUnavailable(
+        "Market data is temporarily unavailable", headers={"Retry-After": "1"}
+    )
 
 
 async def read_quote(redis: Redis, instrument: InstrumentInfo) -> QuoteOut:

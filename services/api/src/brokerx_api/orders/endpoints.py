@@ -70,7 +70,10 @@ def _json(body: bytes, status_code: int, headers: dict[str, str] | None = None) 
         "parameters": [IDEMPOTENCY_KEY_PARAMETER],
     },
     responses={
-        200: {"description": "Replay: the order first created with this client_order_id"},
+        200: {
+            "description": "Replay: the order first created with this client_order_id",
+            "model": OrderOut,
+        },
         409: {"description": "`client_order_id_reused`", **_PROBLEM},
         422: {
             "description": "`validation_error`, `unknown_symbol`, `invalid_quantity`,"

@@ -48,7 +48,7 @@ def decode_body(raw: bytes) -> object:
     """JSON with every number that has a fraction or exponent decoded as Decimal."""
     try:
         return json.loads(raw, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # `[[[…` too deep
         raise RequestInvalid([{"loc": [], "msg": "the body must be valid JSON"}]) from exc
 
 

@@ -78,7 +78,7 @@ def parse_action(text: str | None) -> ClientAction:
         )
     try:
         body = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: `[[[…` too deep
         raise ProtocolError("invalid_json", "Message is not valid JSON") from exc
     if not isinstance(body, dict):
         raise ProtocolError("invalid_message", "Message must be a JSON object")
