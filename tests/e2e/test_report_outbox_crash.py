@@ -25,10 +25,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("instruments")]
 
 
 async def outbox_rows(engine: AsyncEngine) -> list[tuple[int, int, str]]:
-    """(shard, id, payload) of every report_outbox row, in id order."""
+    """(shard, id, report) of every report in report_outbox (a row per batch, its reports
+    one per line), in order."""
     async with engine.connect() as conn:
-        rows = await conn.execute(text("SELECT shard, id, payload FROM report_outbox ORDER BY id"))
-        return [(int(shard), int(id_), payload) for shard, id_, payload in rows]
+        rows = await conn.execute(text("SELECT shard, id, reports FROM report_outbox ORDER BY id"))
+        return [
+            (int(shard), int(id_), line) for shard, id_, lines in rows for line in lines.split("\n")
+        ]
 
 
 async def published(redis: Redis) -> list[bytes]:

@@ -45,9 +45,9 @@ BATCH_INPUTS = (
 # The orders of the batch ($1-$16, time $17) and the outbox rows of its commands ($18):
 # `updated` holds, per order, what its reservation released. The outbox rows go in the
 # same statement (no other lock is involved: the relay skips locked rows, intake only
-# inserts). So do the report outbox's (report_outbox.py): the batch's reports ($20) are
-# inserted for the shard ($19), in array order (one function scan, so ids follow it),
-# and the rows of the last batch already published (ids $21-$22, NULL for none) deleted.
+# inserts). So do the report outbox's (report_outbox.py): the batch's reports ($20, one
+# JSON per line, NULL for none) are inserted as one row for the shard ($19), and the
+# rows of the batches already published (ids $21-$22, NULL for none) deleted.
 # The DELETE sees the statement's snapshot, never the rows the INSERT adds.
 _ORDERS = """
 u AS (
@@ -65,7 +65,8 @@ u AS (
 ), gone AS (
     DELETE FROM outbox WHERE id = ANY($18::bigint[])
 ), reported AS (
-    INSERT INTO report_outbox (shard, payload) SELECT $19::smallint, unnest($20::text[])
+    INSERT INTO report_outbox (shard, reports) SELECT $19::smallint, $20::text
+    WHERE $20::text IS NOT NULL
     RETURNING id
 ), published AS (
     DELETE FROM report_outbox
@@ -96,7 +97,7 @@ u AS (
 # A batch without trades, in one statement and so with no BEGIN/COMMIT: the orders,
 # then the reservations they released, on the accounts (sorted) then the positions
 # (sorted). Rows: (0, account, symbol, released cash, released shares) per order, then,
-# last, (4, NULL, NULL, lowest, highest) ids of the reports it put in report_outbox. If
+# last, (4, NULL, NULL, id, id) of the report_outbox row it inserted, if any. If
 # fewer orders than given were found the statement fails (casting the message to int),
 # as the transaction of a batch with trades does (nothing is written).
 APPLY_WITHOUT_TRADES = f"""
@@ -147,8 +148,8 @@ UNION ALL SELECT 4, NULL, NULL, min(id), max(id) FROM reported HAVING count(*) >
 # settlement needs, locked: the accounts of the trades ($23) and of released cash, then
 # the positions of the trades ($24, $25) and of released shares. Rows: kind 0 per order
 # as above, kind 1 (account, cash) per account, kind 2 (account, symbol, quantity,
-# avg_cost) per existing position, then kind 4 (lowest id, highest id) of the reports
-# put in report_outbox.
+# avg_cost) per existing position, then kind 4 (id, id) of the report_outbox row it
+# inserted, if any.
 APPLY_AND_LOCK = f"""
 WITH {_ORDERS}, locked_accounts AS MATERIALIZED (
     SELECT id, cash FROM account

@@ -158,7 +158,7 @@ async def commit_batch(
         # One statement: atomic without a transaction block (and its two round trips).
         rows = await conn.fetch(APPLY_WITHOUT_TRADES, *_order_columns(batch, outbox))
         if rows and rows[-1][0] == 4:  # last: (4, NULL, NULL, lowest, highest)
-            return int(rows[-1][3]), rows[-1][4]
+            return int(rows[-1][3]), int(rows[-1][4])
         return None
     async with conn.transaction():
         return await _settle(conn, batch, outbox)
