@@ -53,6 +53,16 @@ IF_MATCH_PARAMETER = {
 }
 
 
+# Errors after which a raw pooled connection must not be used again.
+_CONNECTION_TROUBLE = (
+    asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    OSError,
+)
+
+
 def _json(body: bytes, status_code: int, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
@@ -172,11 +182,11 @@ async def amend_order(order_id: str, request: Request) -> Response:
     cash or shares reserves the difference now."""
     client = await current_client(request)
     state = request.app.state
-    # A connection of the replace pool (orders/intake.py), outside any transaction: the
-    # replace is one autocommitted call of `intake_replace_order`, then published. Waiting
-    # longer than DB_POOL_TIMEOUT_SECONDS raises TimeoutError: 503.
-    pool = state.replace_pool
-    async with pool.acquire(timeout=state.settings.db_pool_timeout_seconds) as conn:
+    # A connection of the api's pool (DB_POOL_SIZE, DB_POOL_TIMEOUT_SECONDS: 503), used
+    # as a plain asyncpg connection outside any transaction: the replace is one
+    # autocommitted call of `intake_replace_order`, then published.
+    async with state.engine.connect() as connection:
+        conn = (await connection.get_raw_connection()).driver_connection
         try:
             order = await service.amend_order(
                 conn,
@@ -188,10 +198,12 @@ async def amend_order(order_id: str, request: Request) -> Response:
                 raw_body=await request.body(),
                 correlation_id=str(request.state.correlation_id),
             )
-        except asyncpg.InternalClientError as exc:
-            # asyncpg lost track of the connection (PostgreSQL terminated it as a statement
-            # started): drop it, so the pool opens a new one, and answer 503.
-            conn.terminate()
+        except _CONNECTION_TROUBLE as exc:
+            # SQLAlchemy did not see the error (raw connection): drop the connection
+            # from the pool ourselves, so the next request gets a new one, and answer
+            # 503 (closed, dropped, or — InternalClientError — terminated by PostgreSQL
+            # as a statement started).
+            await connection.invalidate(exc)
             raise ConnectionError("the database connection was lost") from exc
     return _json(order_json(order), 202)
 

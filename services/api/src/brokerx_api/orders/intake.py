@@ -1,11 +1,7 @@
-"""The process's intake resources, owned by the orders router: the `IntakeBatcher` (group
-commit of POST /orders and DELETE /orders/{id}) and the asyncpg pool of PATCH (replaces).
+"""The process's `IntakeBatcher` (group commit of POST /orders), owned by the orders router.
 
 `include_router` nests this lifespan inside the app's, so Redis is already open. Each
 flusher owns one asyncpg connection (prepared statements reused, no pool round trips).
-A replace takes a connection of `app.state.replace_pool` (INTAKE_CONNECTIONS of them,
-opened on demand) for its two round trips; asyncpg replaces a connection PostgreSQL
-dropped when it is released, so a restart costs each pooled connection one 503 at most.
 """
 
 from __future__ import annotations
@@ -47,15 +43,7 @@ async def intake_lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await batcher.start()
     app.state.intake = batcher
-    app.state.replace_pool = await asyncpg.create_pool(
-        settings.libpq_url,
-        min_size=0,
-        max_size=settings.intake_connections,
-        timeout=5.0,
-        server_settings={"application_name": f"{settings.service_name}-replace"},
-    )
     try:
         yield
     finally:
         await batcher.stop()
-        await app.state.replace_pool.close()
