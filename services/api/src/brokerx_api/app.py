@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -90,6 +91,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    # The wall clock, set rather than defaulted: every token check reads it, and a
+    # missing attribute on app.state costs an exception (tests replace it, auth/clock.py).
+    app.state.clock = time.time
     # Domain packages register background tasks (stream readers) here.
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict, deque
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.websockets import WebSocket
 
@@ -33,6 +33,18 @@ CLOSE_SLOW_CONSUMER = 4408
 Channel = Literal["quotes", "books", "trades"]
 # ("quote"|"book", symbol) for conflated state; ("trade", symbol, seq) for trades.
 MarketKey = tuple[str, str] | tuple[str, str, int]
+
+
+_SENT_BY_KIND: dict[str, Any] = {}
+
+
+def _sent(kind: str) -> Any:
+    """The `WS_MESSAGES_SENT` child of a message kind (`labels()` costs a lock and a
+    lookup per call; it runs for every message written)."""
+    child = _SENT_BY_KIND.get(kind)
+    if child is None:
+        child = _SENT_BY_KIND[kind] = WS_MESSAGES_SENT.labels(type=kind)
+    return child
 
 
 class Connection:
@@ -170,4 +182,4 @@ class Connection:
                 continue
             kind, text = item
             await self.websocket.send_text(text)
-            WS_MESSAGES_SENT.labels(type=kind).inc()
+            _sent(kind).inc()
