@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from brokerx_core.intake import Amendment, TradingRules
 from brokerx_core.intake.errors import InsufficientPosition, VersionConflict
 from brokerx_core.intake.replaces import REPLACE_SQL, replace_order_on
+from tests.support.outages import terminate_backends
 from tests.support.trading import (
     Trader,
     account_state,
@@ -183,15 +184,7 @@ async def test_replace_connections_dropped_by_postgres_cost_at_most_a_503_each(
     warm = await asyncio.gather(*(api.patch(url, json={"quantity": 10}, headers=headers)
                                   for _ in range(4)))  # fmt: skip
     assert {r.status_code for r in warm} == {202}
-    async with engine.connect() as conn:
-        killed = (
-            await conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = 'api' AND datname = current_database()"
-                )
-            )
-        ).scalar_one()
+    killed = await terminate_backends(engine, "api")
     assert killed >= 1
     outbox_before = await count_rows(engine, "outbox")
 

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from brokerx_core.db import create_sessionmaker
 from brokerx_core.seed import seed_instruments
 from tests.support.factories import create_logged_in_client
+from tests.support.outages import terminate_backends
 
 
 async def test_database_down_answers_503_and_changes_nothing(
@@ -106,15 +106,7 @@ async def test_connections_dropped_by_postgres_are_replaced_without_a_500(
         *[api.get("/api/v1/ledger", headers=client.headers) for _ in range(8)]
     )
     assert {r.status_code for r in warm} == {200}
-    async with engine.connect() as conn:
-        killed = (
-            await conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = 'api' AND datname = current_database()"
-                )
-            )
-        ).scalar_one()
+    killed = await terminate_backends(engine, "api")
     assert killed >= 1
 
     statuses = [(await api.get("/api/v1/ledger", headers=client.headers)).status_code]
@@ -142,15 +134,7 @@ async def test_intake_connections_dropped_by_postgres_cost_at_most_a_503_each(
         ]
     )  # fmt: skip
     assert {r.status_code for r in warm} == {201}
-    async with engine.connect() as conn:
-        killed = (
-            await conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = 'api-intake' AND datname = current_database()"
-                )
-            )
-        ).scalar_one()
+    killed = await terminate_backends(engine, "api-intake")
     assert killed >= 1
 
     statuses: list[int] = []

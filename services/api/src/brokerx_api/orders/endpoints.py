@@ -37,20 +37,21 @@ _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 SymbolQuery = Annotated[str | None, Query(max_length=12, description="Only this symbol.")]
 
 
-IDEMPOTENCY_KEY_PARAMETER = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "Same meaning as `client_order_id`.",
-    "schema": {"type": "string"},
-}
-IF_MATCH_PARAMETER = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": "The order `version`, bare or quoted.",
-    "schema": {"type": "string"},
-}
+def _optional_header(name: str, description: str) -> dict[str, Any]:
+    """An OpenAPI header parameter (the endpoints read their headers from the request)."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+IDEMPOTENCY_KEY_PARAMETER = _optional_header(
+    "Idempotency-Key", "Same meaning as `client_order_id`."
+)
+IF_MATCH_PARAMETER = _optional_header("If-Match", "The order `version`, bare or quoted.")
 
 
 # Errors after which a raw pooled connection must not be used again.
