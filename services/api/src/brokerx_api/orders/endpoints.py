@@ -10,6 +10,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
 from brokerx_api.auth.deps import CurrentClient, current_client
+from brokerx_api.bare_route import BareRequestRoute, bare_request
 from brokerx_api.deps import CorrelationIdDep, RedisDep, SessionDep, SettingsDep
 from brokerx_api.orders import repository, service
 from brokerx_api.orders.errors import OrderNotFound
@@ -31,7 +32,7 @@ from brokerx_api.orders.schemas import (
 )
 from brokerx_api.pagination import PageParamsDep, encode_cursor
 
-router = APIRouter(tags=["orders"], lifespan=intake_lifespan)
+router = APIRouter(tags=["orders"], lifespan=intake_lifespan, route_class=BareRequestRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 SymbolQuery = Annotated[str | None, Query(max_length=12, description="Only this symbol.")]
@@ -94,6 +95,7 @@ def _json(body: bytes, status_code: int, headers: dict[str, str] | None = None) 
         },
     },
 )
+@bare_request
 async def create_order(request: Request) -> Response:
     """Place an order. Runs the pre-trade checks, reserves cash (buy) or shares (sell) and
     answers 201 with the order `pending_new`; the matching engine takes it from there and
@@ -176,7 +178,8 @@ async def get_order(order_id: str, client: CurrentClient, session: SessionDep) -
         428: {"description": "`precondition_required`: If-Match is missing", **_PROBLEM},
     },
 )
-async def amend_order(order_id: str, request: Request) -> Response:
+@bare_request
+async def amend_order(request: Request, order_id: str) -> Response:
     """Replace a resting limit order's quantity (new total), price or time in force.
     `If-Match` must carry the order's current `version`. Answers 202: the engine applies
     it and a `replaced` or `replace_rejected` report follows. A replace that needs more
@@ -220,7 +223,8 @@ async def amend_order(order_id: str, request: Request) -> Response:
         422: {"description": "`order_not_cancelable`: already terminal", **_PROBLEM},
     },
 )
-async def cancel_order(order_id: str, request: Request) -> Response:
+@bare_request
+async def cancel_order(request: Request, order_id: str) -> Response:
     """Ask the engine to cancel an open order (`If-Match` optional). Answers 202; a
     `canceled` or `cancel_rejected` report follows."""
     client = await current_client(request)
