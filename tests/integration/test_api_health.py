@@ -57,6 +57,26 @@ async def test_metrics_serve_prometheus_text_with_brokerx_metrics(api: httpx.Asy
     assert "brokerx_db_pool_connections" in response.text
 
 
+async def test_request_metrics_are_what_dashboards_and_alerts_read(
+    api: httpx.AsyncClient,
+) -> None:
+    """Per route template: requests by method and status, and latency by method (the
+    series of infra/grafana and infra/prometheus/alerts.yml); nothing nobody reads."""
+    unknown = "/api/v1/orders/6f1c1ae5-0000-4000-8000-000000000000"
+    await api.delete(unknown)  # 401: no token, labelled with the route's template
+    text = (await api.get("/metrics")).text
+    assert (
+        'http_requests_total{handler="/api/v1/orders/{order_id}",method="DELETE",status="4xx"}'
+        in text
+    )
+    assert (
+        'http_request_duration_seconds_count{handler="/api/v1/orders/{order_id}",method="DELETE"}'
+        in text
+    )
+    for unread in ("http_request_size_bytes", "http_response_size_bytes", "_highr_"):
+        assert unread not in text
+
+
 async def test_request_id_is_echoed_or_generated(api: httpx.AsyncClient) -> None:
     echoed = await api.get(
         "/health", headers={"X-Request-ID": "req-123", "X-Correlation-ID": "corr-9"}

@@ -10,10 +10,11 @@ routes: `/api/v1/orders`) is answered from a dict. Labels are exactly the librar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from prometheus_fastapi_instrumentator.routing import _effective_routes, _get_route_name
 from starlette.middleware import Middleware
@@ -60,9 +61,39 @@ class CachedRouteInstrumentatorMiddleware(PrometheusInstrumentatorMiddleware):
         return (name, True) if name else (request.url.path, False)
 
 
+# Latency buckets of `http_request_duration_seconds`: the library default's, kept so
+# that dashboards and recorded series stay comparable.
+LATENCY_BUCKETS = (0.1, 0.5, 1)
+
+
+_INSTRUMENTATIONS: list[Callable[[metrics.Info], None]] = []
+
+
+def _instrumentations() -> list[Callable[[metrics.Info], None]]:
+    if not _INSTRUMENTATIONS:
+        for made in (
+            metrics.requests(),
+            metrics.latency(should_include_status=False, buckets=LATENCY_BUCKETS),
+        ):
+            if made is not None:  # None: already registered by someone else
+                _INSTRUMENTATIONS.append(made)
+    return _INSTRUMENTATIONS
+
+
 def instrument(app: FastAPI, *, excluded_handlers: list[str]) -> None:
-    """`Instrumentator(...).instrument(app)`, with our middleware class in its place."""
-    Instrumentator(excluded_handlers=excluded_handlers).instrument(app)
+    """`Instrumentator(...).instrument(app)`, with our middleware class in its place.
+
+    Two of the library's five default metrics are kept, the two that dashboards and
+    alerts read (infra/): `http_requests_total` (method, status, handler) and
+    `http_request_duration_seconds` (method, handler). The request and response size
+    summaries and the label-less high-resolution histogram cost every request a label
+    lookup and mmap writes (multiprocess mode) and nothing reads them. The metrics are
+    registered once per process and shared by every app it creates (the library's
+    own default leaves a second app of the process unmeasured).
+    """
+    instrumentator = Instrumentator(excluded_handlers=excluded_handlers)
+    instrumentator.add(*_instrumentations())
+    instrumentator.instrument(app)
     for index, middleware in enumerate(app.user_middleware):
         if middleware.cls is PrometheusInstrumentatorMiddleware:
             app.user_middleware[index] = Middleware(
