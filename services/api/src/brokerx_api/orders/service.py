@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerx_api.orders.errors import OrderValidationFailed, PreconditionRequired, http_error
-from brokerx_api.orders.metrics import ORDERS_RECEIVED, ORDERS_REJECTED
+from brokerx_api.orders.metrics import ORDERS_REJECTED, received
 from brokerx_api.settings import ApiSettings
 from brokerx_core import intake
 from brokerx_core.commands import publish_commands
@@ -103,7 +103,7 @@ async def submit_order(
     except IntakeError as exc:
         ORDERS_REJECTED.labels(reason=exc.code).inc()
         raise http_error(exc) from exc
-    ORDERS_RECEIVED.labels(side=order.side, type=order.type).inc()
+    received(order.side, order.type).inc()
     try:
         return await batcher.place(account_id, order, correlation_id=correlation_id)
     except IntakeError as exc:
