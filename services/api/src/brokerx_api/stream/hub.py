@@ -10,11 +10,11 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from brokerx_api.stream import protocol
 from brokerx_api.stream.connection import Channel, Connection
-from brokerx_core.messages import ExecutionReport, MarketDataUpdate
+from brokerx_core.messages import MarketDataUpdate
 
 # Report ids remembered to drop a report the engine published twice (redelivery).
 SEEN_REPORTS = 10_000
@@ -114,17 +114,19 @@ class Hub:
                 for text in texts:
                     conn.push_trade(symbol, text)
 
-    def publish_execution(self, report: ExecutionReport) -> None:
-        """Queue a report to its owner's connections that subscribed to `orders`."""
-        if report.report_id in self._seen_reports:
+    def publish_execution(self, report: dict[str, Any], owner: uuid.UUID) -> None:
+        """Queue a report (its stream JSON, parsed) to its owner's connections that
+        subscribed to `orders`. Raises KeyError/ValueError if it is not a report."""
+        report_id = report["report_id"]
+        if report_id in self._seen_reports:
             return
-        self._seen_reports[report.report_id] = None
-        if len(self._seen_reports) > SEEN_REPORTS:
-            self._seen_reports.popitem(last=False)
-        owners = self._by_client.get(report.client_id)
+        owners = self._by_client.get(owner)
         if not owners:
             return
         text = protocol.dumps(protocol.execution_body(report))
+        self._seen_reports[report_id] = None
+        if len(self._seen_reports) > SEEN_REPORTS:
+            self._seen_reports.popitem(last=False)
         # A copy: a slow owner may be disconnected (and unindexed) while we iterate.
         for conn in list(owners):
             conn.push_control("execution_report", text)

@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from brokerx_api.marketdata.schemas import display_price
-from brokerx_core.messages import ExecutionReport, MarketDataUpdate
+from brokerx_core.messages import MarketDataUpdate
 
 # A client never needs more than a few hundred bytes per action.
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024
@@ -173,29 +173,54 @@ def trade_bodies(update: MarketDataUpdate) -> list[dict[str, Any]]:
     ]
 
 
-def execution_body(report: ExecutionReport) -> dict[str, Any]:
+def execution_body(report: dict[str, Any]) -> dict[str, Any]:
     """What the owner sees of a report: API.md's fields plus a few that help a client
-    reconcile (report_id to de-duplicate, symbol/side, version, average price, trade id)."""
+    reconcile (report_id to de-duplicate, symbol/side, version, average price, trade id).
+
+    Built from the report's stream JSON as parsed (`ExecutionReport`'s fields: ids and
+    times as strings, prices as decimal strings) without a pydantic model: the fan-out
+    renders every report a client is subscribed to. Raises KeyError or ValueError on an
+    entry that is not a report.
+    """
     return {
         "type": "execution_report",
-        "report_id": report.report_id,
-        "order_id": str(report.order_id),
-        "client_order_id": report.client_order_id,
-        "symbol": report.symbol,
-        "side": report.side,
-        "event": report.event,
-        "status": report.status,
-        "fill_price": display_price(report.fill_price),
-        "fill_quantity": report.fill_quantity,
-        "filled_quantity": report.filled_quantity,
-        "leaves_quantity": report.leaves_quantity,
-        "avg_fill_price": display_price(report.avg_fill_price),
-        "trade_id": str(report.trade_id) if report.trade_id else None,
-        "version": report.version,
-        "reason": report.reason,
-        "correlation_id": report.correlation_id,
-        "ts": _ts(report.ts),
+        "report_id": _text(report["report_id"]),
+        "order_id": _text(report["order_id"]),
+        "client_order_id": report.get("client_order_id"),
+        "symbol": _text(report["symbol"]),
+        "side": _text(report["side"]),
+        "event": _text(report["event"]),
+        "status": _text(report["status"]),
+        "fill_price": display_price(report.get("fill_price")),
+        "fill_quantity": report.get("fill_quantity"),
+        "filled_quantity": _int(report["filled_quantity"]),
+        "leaves_quantity": _int(report["leaves_quantity"]),
+        "avg_fill_price": display_price(report.get("avg_fill_price")),
+        "trade_id": report.get("trade_id"),
+        "version": _int(report["version"]),
+        "reason": report.get("reason"),
+        "correlation_id": report.get("correlation_id"),
+        "ts": _ts_text(report["ts"]),
     }
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _ts_text(value: Any) -> str:
+    """A report time as `_ts` renders it (UTC with `Z`), from its JSON form."""
+    text = _text(value)
+    datetime.fromisoformat(text)  # refuse what is not a time
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 AUTHENTICATED = dumps({"type": "authenticated"})

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from brokerx_api.stream.hub import Hub
 from brokerx_api.stream.metrics import STREAM_LAG
-from brokerx_core.messages import ExecutionReport, MarketDataUpdate
+from brokerx_core.messages import MarketDataUpdate
 from brokerx_core.observability.logging import get_logger
 from brokerx_core.streams import EXECUTIONS_STREAM, MARKETDATA_STREAM
 
@@ -177,7 +177,7 @@ def execution_dispatcher(hub: Hub) -> Callable[[list[Entry]], None]:
 
     Every api process reads every report, but a client's connections live on one of
     them: the owner is looked up first, and only a report with a local owner is
-    validated into an `ExecutionReport`.
+    rendered (from orjson's parse, no pydantic model: `protocol.execution_body`).
     """
 
     def dispatch(entries: list[Entry]) -> None:
@@ -187,16 +187,10 @@ def execution_dispatcher(hub: Hub) -> Callable[[list[Entry]], None]:
                 continue
             try:
                 owner = uuid.UUID(str(body.get("client_id")))
-            except ValueError:
-                owner = None
-            if owner is not None and not hub.has_order_subscribers(owner):
-                continue
-            try:
-                report = ExecutionReport.model_validate(body)
-            except ValidationError:
+                if hub.has_order_subscribers(owner):
+                    hub.publish_execution(body, owner)
+            except (KeyError, ValueError, TypeError):
                 log.warning("stream_bad_entry", stream=EXECUTIONS_STREAM, id=_text(entry_id))
-                continue
-            hub.publish_execution(report)
 
     return dispatch
 
