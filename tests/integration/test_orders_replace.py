@@ -4,7 +4,6 @@ to the engine as a `replace` command."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -12,11 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from brokerx_core.intake import Amendment, TradingRules, replace_order
-from tests.support.polling import eventually
 from tests.support.trading import (
     Trader,
     account_state,
@@ -117,48 +113,6 @@ async def test_replace_to_a_higher_price_tops_up_the_reservation_and_sends_the_c
     assert command.new_time_in_force == "day"
     assert command.correlation_id == "amend-1"
     assert command.outbox_id is not None
-
-
-async def test_concurrent_replaces_top_up_once(
-    api: httpx.AsyncClient,
-    api_app: Any,
-    engine: AsyncEngine,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    trader: Trader,
-) -> None:
-    placed = await place(api, trader, quantity=10, price="190.00")
-    rules = TradingRules.from_settings(api_app.state.settings)
-
-    async def replace(session: AsyncSession) -> None:
-        await replace_order(
-            session,
-            account_id=trader.account_id,
-            order_id=uuid.UUID(placed["id"]),
-            expected_version=1,
-            amendment=Amendment(quantity=12),
-            rules=rules,
-        )
-
-    async def waiting_on_a_lock() -> int:
-        async with engine.connect() as conn:
-            query = (
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            return int((await conn.execute(text(query))).scalar_one())
-
-    async with sessionmaker() as first, sessionmaker() as second:
-        await replace(first)  # holds its locks until it commits
-        racing = asyncio.create_task(replace(second))
-        await eventually(waiting_on_a_lock, lambda n: n >= 1, message="second replace waits")
-        await first.commit()
-        await racing
-        await second.commit()
-
-    # 12 × 190 whatever the interleaving: the second request reserved only what was missing.
-    assert (await account_state(engine, trader.account_id))[1] == Decimal("2280.00")
-    order = (await api.get(f"/api/v1/orders/{placed['id']}", headers=trader.headers)).json()
-    assert order["reserved_amount"] == "2280.00"
 
 
 async def test_replace_to_a_lower_price_leaves_the_reservation_to_the_engine(

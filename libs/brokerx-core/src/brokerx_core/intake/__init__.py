@@ -1,13 +1,14 @@
 """Order intake shared by the api (client requests) and the worker (market maker, expiry).
 
 `place_order` runs the pre-trade checks, reserves cash or shares and writes the order
-and its `new_order` command in the caller's transaction; `cancel_order`, `cancel_all`
-and `replace_order` write the other commands. The caller commits, then publishes with
+and its `new_order` command in the caller's transaction; `cancel_order` and
+`cancel_all` write cancels there too, and `replaces.replace_order_on` writes a replace
+on a plain connection (its own one-call transaction). The caller commits, then publishes with
 `brokerx_core.commands.publish_commands`. Refusals are `IntakeError`s carrying API.md's
 error codes.
 """
 
-from brokerx_core.intake.amend import Amended, cancel_all, cancel_order, replace_order
+from brokerx_core.intake.amend import Amended, cancel_all, cancel_order
 from brokerx_core.intake.errors import (
     ClientOrderIdReused,
     InsufficientFunds,
@@ -70,5 +71,4 @@ __all__ = [
     "parse_amendment",
     "parse_new_order",
     "place_order",
-    "replace_order",
 ]

@@ -33,30 +33,15 @@ from brokerx_core.intake.pretrade import (
     check_tradable,
 )
 from brokerx_core.intake.records import OPEN_SQL, ORDER_COLUMNS, OrderRecord
-from brokerx_core.intake.reservations import reserve
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.messages import OrderCommand
 from brokerx_core.money import ZERO_CASH, cash_up
 
 _ORDER = text(f"SELECT {ORDER_COLUMNS} FROM client_order WHERE id = :id AND account_id = :account")
-# The order row stays locked until commit so two replaces never top up twice. NO KEY
-# UPDATE (not UPDATE) leaves the engine free to insert trades referencing the order;
-# order first, then the account/position: the engine's lock order too.
-_ORDER_FOR_REPLACE = text(
-    f"SELECT {', '.join('o.' + c.strip() for c in ORDER_COLUMNS.split(','))},"
-    " i.tick_size, i.reference_price, i.last_price, i.status AS instrument_status"
-    " FROM client_order o JOIN instrument i ON i.symbol = o.symbol"
-    " WHERE o.id = :id AND o.account_id = :account FOR NO KEY UPDATE OF o"
-)
 _OPEN_ORDERS = text(
     "SELECT id, symbol, version FROM client_order"
     f" WHERE account_id = :account AND status IN {OPEN_SQL}"
     " AND (CAST(:symbol AS text) IS NULL OR symbol = :symbol) ORDER BY intake_seq"
-)
-_TOP_UP_ORDER = text(
-    "UPDATE client_order SET reserved_amount = reserved_amount + :amount,"
-    " reserved_quantity = reserved_quantity + :quantity, updated_at = now()"
-    " WHERE id = :id RETURNING reserved_amount, reserved_quantity"
 )
 
 
@@ -214,41 +199,6 @@ def replace_command(
         new_limit_price=plan.limit_price,
         new_time_in_force=plan.time_in_force,
     )
-
-
-async def replace_order(
-    session: AsyncSession,
-    *,
-    account_id: uuid.UUID,
-    order_id: uuid.UUID,
-    expected_version: int,
-    amendment: Amendment,
-    rules: TradingRules,
-    correlation_id: str | None = None,
-    now: datetime | None = None,
-) -> Amended:
-    """Check a replace against the persisted order (locked), top up its reservation when
-    the new terms need more, and write the `replace` command (new total quantity, price,
-    TIF). The api takes the one-call path, `intake.replaces.replace_order_on`."""
-    now = now or utcnow()
-    row = (
-        await session.execute(_ORDER_FOR_REPLACE, {"id": order_id, "account": account_id})
-    ).first()
-    if row is None:
-        raise OrderNotFound("no such order")
-    order = OrderRecord.from_row(row)
-    plan = plan_replace(order, instrument_of(row._mapping), amendment, rules, expected_version, now)
-    if plan.extra_cash > 0 or plan.extra_shares > 0:
-        await reserve(session, account_id, order.side, order.symbol, plan.reservation)
-        topped = (
-            await session.execute(
-                _TOP_UP_ORDER,
-                {"id": order.id, "amount": plan.extra_cash, "quantity": plan.extra_shares},
-            )
-        ).one()
-        order = order.with_reservation(topped.reserved_amount, topped.reserved_quantity)
-    command = replace_command(order, plan, expected_version, now=now, correlation_id=correlation_id)
-    return Amended(order, await write_command(session, command, shards=rules.shards))
 
 
 def instrument_of(m: Any) -> InstrumentTerms:

@@ -6,7 +6,10 @@ to its status in one place (`brokerx_api.orders.errors`). The market maker logs 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, ClassVar
+
+from brokerx_core.money import fmt
 
 
 class IntakeError(Exception):
@@ -55,9 +58,25 @@ class PriceOutOfBand(IntakeError):
 class InsufficientFunds(IntakeError):
     code = "insufficient_funds"
 
+    @classmethod
+    def of(cls, required: Decimal, available: Decimal) -> InsufficientFunds:
+        """The refusal of a reservation of `required` cash when `available` is left."""
+        return cls(
+            f"this order needs {fmt(required)} of buying power; {fmt(available)} is available",
+            extra={"required": fmt(required), "available": fmt(available)},
+        )
+
 
 class InsufficientPosition(IntakeError):
     code = "insufficient_position"
+
+    @classmethod
+    def of(cls, required: int, symbol: str, available: int) -> InsufficientPosition:
+        """The refusal of a reservation of `required` shares when `available` are left."""
+        return cls(
+            f"this order sells {required} {symbol}; {available} are available (no short selling)",
+            extra={"required": required, "available": available},
+        )
 
 
 class TooManyOpenOrders(IntakeError):

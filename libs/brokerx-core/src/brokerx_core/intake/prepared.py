@@ -35,7 +35,6 @@ from brokerx_core.intake.pretrade import (
 from brokerx_core.intake.records import OrderRecord
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.messages import OrderCommand
-from brokerx_core.money import fmt
 from brokerx_core.streams import order_stream_for
 
 # asyncpg form; `placement` wraps the same call for SQLAlchemy sessions.
@@ -185,17 +184,10 @@ def outcome_of(
         return TooManyOpenOrders(f"an account may hold at most {prepared.cap} open orders")
     available = row["r_available"]
     if outcome == "insufficient_funds":
-        required = prepared.reservation.cash
-        return InsufficientFunds(
-            f"this order needs {fmt(required)} of buying power; {fmt(available)} is available",
-            extra={"required": fmt(required), "available": fmt(available)},
-        )
+        return InsufficientFunds.of(prepared.reservation.cash, available)
     if outcome == "insufficient_position":
-        shares = prepared.reservation.shares
-        return InsufficientPosition(
-            f"this order sells {shares} {prepared.order.symbol};"
-            f" {int(available)} are available (no short selling)",
-            extra={"required": shares, "available": int(available)},
+        return InsufficientPosition.of(
+            prepared.reservation.shares, prepared.order.symbol, int(available)
         )
     raise ValueError(f"intake_place_orders returned an unknown outcome {outcome!r}")
 

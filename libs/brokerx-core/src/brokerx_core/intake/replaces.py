@@ -5,7 +5,6 @@ Read the order with its instrument (no lock), run the checks in Python
 (migration 0005) locks the order, confirms it is still what was checked, tops up the
 reservation and writes the outbox row. When the order moved in between (a fill, another
 replace) the call answers `stale` and the request is checked again on a fresh read.
-The ORM path (`amend.replace_order`) does the same in a session transaction.
 """
 
 from __future__ import annotations
@@ -23,10 +22,14 @@ from brokerx_core.intake.amend import (
     plan_replace,
     replace_command,
 )
-from brokerx_core.intake.errors import OrderNotFound, VersionConflict
+from brokerx_core.intake.errors import (
+    InsufficientFunds,
+    InsufficientPosition,
+    OrderNotFound,
+    VersionConflict,
+)
 from brokerx_core.intake.pretrade import Amendment
 from brokerx_core.intake.records import ORDER_COLUMNS, OrderRecord
-from brokerx_core.intake.reservations import insufficient_funds, insufficient_position
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.streams import order_stream_for
 
@@ -84,9 +87,11 @@ async def replace_order_on(
         if outcome == "stale":
             continue
         if outcome == "insufficient_funds":
-            raise insufficient_funds(plan.extra_cash, Decimal(result["r_available"]))
+            raise InsufficientFunds.of(plan.extra_cash, Decimal(result["r_available"]))
         if outcome == "insufficient_position":
-            raise insufficient_position(plan.extra_shares, order.symbol, int(result["r_available"]))
+            raise InsufficientPosition.of(
+                plan.extra_shares, order.symbol, int(result["r_available"])
+            )
         order = order.with_reservation(result["r_reserved_amount"], result["r_reserved_quantity"])
         return Amended(order, stamp(command, int(result["r_outbox_id"]), rules.shards))
     raise VersionConflict(
