@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 # Decimals travel as strings so no consumer ever parses them as floats.
 DecimalStr = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str)]
@@ -112,11 +112,6 @@ class MarketDataUpdate(StreamMessage):
     ts: datetime
 
 
-ORDER_COMMAND = TypeAdapter(OrderCommand)
-EXECUTION_REPORT = TypeAdapter(ExecutionReport)
-MARKET_DATA_UPDATE = TypeAdapter(MarketDataUpdate)
-
-
 def encode(message: StreamMessage) -> dict[str, str]:
     """Stream entry fields for a message."""
     return {"data": message.model_dump_json()}
@@ -132,9 +127,3 @@ def decode_execution(fields: dict[bytes, bytes] | dict[str, str]) -> ExecutionRe
     """Parse an `executions` entry."""
     raw = fields.get(b"data") or fields.get("data")  # type: ignore[call-overload]
     return ExecutionReport.model_validate_json(raw or b"")
-
-
-def decode_marketdata(fields: dict[bytes, bytes] | dict[str, str]) -> MarketDataUpdate:
-    """Parse a `marketdata` entry."""
-    raw = fields.get(b"data") or fields.get("data")  # type: ignore[call-overload]
-    return MarketDataUpdate.model_validate_json(raw or b"")
