@@ -53,6 +53,7 @@ class LiveApi:
 async def serve_api(settings: Any, stream_options: Any = None) -> AsyncIterator[LiveApi]:
     """Run `create_app(settings)` under uvicorn (lifespan on) until the block ends."""
     from brokerx_api.app import create_app
+    from brokerx_api.coalescing import CoalescingHttpToolsProtocol
 
     app = create_app(settings)
     if stream_options is not None:
@@ -63,6 +64,7 @@ async def serve_api(settings: Any, stream_options: Any = None) -> AsyncIterator[
         host="127.0.0.1",
         port=port,
         lifespan="on",
+        http=CoalescingHttpToolsProtocol,  # as brokerx_api.__main__ serves it
         log_config=None,
         access_log=False,
         ws_ping_interval=20,

@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from brokerx_api.coalescing import CoalescingHttpToolsProtocol
 from brokerx_api.settings import ApiSettings
 from brokerx_api.workers import metrics_dir, run_workers
 from brokerx_core.observability.logging import configure_logging
@@ -26,6 +27,8 @@ def server_options(settings: ApiSettings) -> dict[str, Any]:
         "host": settings.api_host,
         "port": settings.api_port,
         "workers": settings.api_workers,
+        # One send per connection per loop iteration (answers, live-stream messages).
+        "http": CoalescingHttpToolsProtocol,
         "log_config": None,
         "access_log": False,
         "proxy_headers": True,
