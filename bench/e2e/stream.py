@@ -21,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
 
 from bench.e2e.mix import ClientOrders
+from bench.e2e.wsclient import connect
 
 FILL_EVENTS = frozenset({"partial_fill", "fill"})
 
@@ -138,15 +137,9 @@ async def listen(
         port = candidates[attempt % len(candidates)]
         attempt += 1
         try:
-            async with connect(
-                f"ws://127.0.0.1:{port}/api/v1/stream",
-                open_timeout=10,
-                ping_interval=None,
-                max_queue=None,
-                compression=None,
-            ) as ws:
-                await ws.send(orjson.dumps({"action": "auth", "token": token}).decode())
-                await ws.send(orjson.dumps({"action": "subscribe", "orders": True}).decode())
+            async with connect(f"ws://127.0.0.1:{port}/api/v1/stream", open_timeout=10) as ws:
+                await ws.send_text(orjson.dumps({"action": "auth", "token": token}))
+                await ws.send_text(orjson.dumps({"action": "subscribe", "orders": True}))
                 stats.connected += 1
                 try:
                     async for raw in ws:
@@ -164,7 +157,7 @@ async def listen(
                             stats.error(f"ws:{message.get('code')}")
                 finally:
                     stats.connected -= 1
-        except (OSError, WebSocketException, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # wsclient's errors are OSErrors
             stats.error(type(exc).__name__)
         stats.reconnects += 1
         await asyncio.sleep(0.2)
