@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
+from brokerx_core.gc_tuning import freeze_startup_heap, tune_gc
 from brokerx_worker.settings import WorkerSettings
 from brokerx_worker.worker import run
 
@@ -24,6 +25,8 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def main() -> None:
+    tune_gc()  # see brokerx_core.gc_tuning
+    freeze_startup_heap()  # what the imports built
     # arq's signal handler cancels the main task on SIGINT/SIGTERM: that is a clean stop.
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         run_loop(run(WorkerSettings()))
