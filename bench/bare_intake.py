@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg  # noqa: E402
 
 from bench.e2e.clients import insert_clients  # noqa: E402
+from bench.e2e.loop import run_async  # noqa: E402
 from bench.e2e.mix import NEW_ORDERS_ONLY, ClientOrders, OrderMix  # noqa: E402
 from bench.e2e.stats import percentiles  # noqa: E402
 from brokerx_core import intake  # noqa: E402
@@ -124,12 +125,7 @@ def main() -> None:
     parser.add_argument("--batch-max", type=int, default=256, help="as INTAKE_BATCH_MAX")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(run(args))
-    except ImportError:
-        result = asyncio.run(run(args))
+    result = run_async(run(args))  # the api's GC settings, as in the e2e run
     text = json.dumps(result, indent=2)
     if args.json_out:
         args.json_out.write_text(text + "\n")

@@ -53,6 +53,7 @@ from bench.e2e.faults import (  # noqa: E402
     wait_for,
 )
 from bench.e2e.load import LoadGenerator, Phase, Trader  # noqa: E402
+from bench.e2e.loop import run_async  # noqa: E402
 from bench.e2e.mix import OrderMix  # noqa: E402
 from bench.e2e.stream import LatencyTracker, StreamStats, listen  # noqa: E402
 from bench.e2e.supervisor import Cluster  # noqa: E402
@@ -291,15 +292,6 @@ def main() -> int:
         chaos_report.write(REPO_ROOT / "docs" / "reliability.md", summary)
     log(f"verdict: {verdict['text']}")
     return 0 if verdict["ok"] else 1
-
-
-def run_async(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.e2e import report  # noqa: E402
 from bench.e2e.clients import insert_clients, login_and_fund, sign_up_by_email  # noqa: E402
 from bench.e2e.load import LoadGenerator, Phase, Trader  # noqa: E402
+from bench.e2e.loop import run_async  # noqa: E402
 from bench.e2e.mix import NEW_ORDERS_ONLY, OrderMix  # noqa: E402
 from bench.e2e.phases import (  # noqa: E402
     empty_handler_baseline,
@@ -352,15 +353,6 @@ def write_docs(summary: dict[str, Any]) -> None:
             "recovery",
             f"| {summary['date']} | {summary['commit']} | {summary['machine']} | {text} |",
         )
-
-
-def run_async(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
 
 
 if __name__ == "__main__":
