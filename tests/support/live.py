@@ -71,6 +71,13 @@ async def serve_api(settings: Any, stream_options: Any = None) -> AsyncIterator[
         ws_ping_timeout=20,
         timeout_graceful_shutdown=3,
     )
+    async with uvicorn_serving(config):
+        yield LiveApi(app, port)
+
+
+@asynccontextmanager
+async def uvicorn_serving(config: uvicorn.Config) -> AsyncIterator[None]:
+    """`uvicorn.Server(config)` in this event loop, from started until the block ends."""
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -78,7 +85,7 @@ async def serve_api(settings: Any, stream_options: Any = None) -> AsyncIterator[
             task.result()  # startup failed: raise its error
         await asyncio.sleep(0.01)
     try:
-        yield LiveApi(app, port)
+        yield
     finally:
         server.should_exit = True
         await task

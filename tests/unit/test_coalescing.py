@@ -14,7 +14,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from brokerx_api.coalescing import FLUSH_AT, CoalescingHttpToolsProtocol, CoalescingTransport
-from tests.support.live import free_port
+from tests.support.live import free_port, uvicorn_serving
 
 
 class RecordingTransport:
@@ -146,22 +146,13 @@ async def _writes_per_answer(protocol: type[HttpToolsProtocol]) -> tuple[list[in
     config = uvicorn.Config(
         _app, host="127.0.0.1", port=port, http=counted, lifespan="off", log_config=None
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # startup failed: raise its error
-        await asyncio.sleep(0.01)
-    try:
+    async with uvicorn_serving(config):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /orders HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
         head = await reader.readuntil(b"\r\n\r\n")
         body = await reader.readexactly(17)
         writer.close()
         await writer.wait_closed()
-    finally:
-        server.should_exit = True
-        await task
     return sends, head + body
 
 
