@@ -9,7 +9,7 @@ on that process. Measured (`make bench`, closed loop):
 
 * matching: collections were a fifth of its CPU (1.1 s of a 40,000-order run), 0.1 s
   with these settings;
-* api: CPU per request 0.63 -> 0.48 ms, and at 1,000 requests/s order-ACK p99
+* api: CPU per request 0.63 -> 0.45 ms, and at 1,000 requests/s order-ACK p99
   295 -> 105 ms.
 
 So: higher thresholds, and the heap built at start-up frozen (`gc.freeze`) out of every
