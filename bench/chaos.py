@@ -71,7 +71,6 @@ async def inject(
     fault: str,
     cluster: Cluster,
     engine: AsyncEngine,
-    stats: StreamStats,
     outage: float,
 ) -> FaultResult:
     at = time.time()
@@ -102,7 +101,6 @@ async def inject(
         result.engine_after_db = await engine_serving_after(engine, at, RECOVERY_LIMIT)
 
     await asyncio.gather(healthy(), engine_serving())
-    result.engine_after_stream = stream_after(stats, at)
     for when, name, code in cluster.crashes:
         if when >= at:
             result.notes.append(
@@ -202,8 +200,11 @@ async def run(args: argparse.Namespace, cluster: Cluster, summary: dict[str, Any
         await asyncio.sleep(args.settle)
         for fault in args.faults:
             log(f"fault: {fault}")
-            result = await inject(fault, cluster, engine, stats, args.outage)
+            result = await inject(fault, cluster, engine, args.outage)
             await asyncio.sleep(args.settle)
+            # After the settle, not when the engine is seen serving: a report still on its
+            # way then used to read as "never".
+            result.engine_after_stream = stream_after(stats, result.at)
             results.append(result)
         generator.finish.set()
         outcome = await load
