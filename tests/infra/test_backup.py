@@ -21,15 +21,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from brokerx_worker import backup
-from brokerx_worker.backup import (
-    BackupFailed,
+from brokerx_worker.backup import backup_cron_job, nightly_backup, prime_backup_metrics
+from brokerx_worker.backup_files import BackupFailed, pg_dump_command
+from brokerx_worker.backup_retention import (
     apply_retention,
-    backup_cron_job,
     backup_filename,
-    nightly_backup,
     parse_backup_time,
-    pg_dump_command,
-    prime_backup_metrics,
     select_expired,
 )
 from brokerx_worker.cron import arq_cron_kwargs
