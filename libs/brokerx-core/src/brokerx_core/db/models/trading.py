@@ -123,18 +123,11 @@ class ClientOrder(TimestampMixin, Base):
             "intake_seq",
             postgresql_where=text(f"status IN {OPEN_STATUSES}"),
         ),
-        # Recovery re-applies pending orders in intake order (migration 0006: no unique
-        # index on every row, so the engine's updates write one index entry fewer).
-        Index(
-            "ix_client_order_pending_new",
-            "intake_seq",
-            postgresql_where=text("status = 'pending_new'"),
-        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     # Intake order: recovery re-applies pending_new orders in this sequence.
-    intake_seq: Mapped[int] = mapped_column(BigInteger, Identity())
+    intake_seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     client_order_id: Mapped[str | None] = mapped_column(String(64))
     symbol: Mapped[str] = mapped_column(ForeignKey("instrument.symbol"))
