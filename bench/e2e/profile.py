@@ -44,7 +44,10 @@ STAGES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("  de-duplicate (outbox ids)", ("_deduplicate",)),
         ("  load orders", ("BatchRunner._load",)),
         ("  engine apply (book + matching)", ("MatchingEngine.apply",)),
-        ("    order book (pure)", ("brokerx_matching/book.py",)),
+        (
+            "    order book (pure)",
+            ("brokerx_matching/book.py", "brokerx_matching/book_levels.py"),
+        ),
         ("  persist batch (commit_batch)", ("commit_batch",)),
         ("  publish reports + market data", ("BatchRunner.publish",)),
         ("all SQL (asyncpg)", ("asyncpg/",)),
