@@ -76,7 +76,7 @@ rollback: ## return VM_HOST to the previously deployed tag
 	@test -n "$(VM_HOST)" || { echo "usage: make rollback VM_HOST=host"; exit 2; }
 	VM_HOST="$(VM_HOST)" ./scripts/rollback.sh
 
-secrets: ## create ./secrets/* (DB password, JWT secret, Grafana password) if missing
+secrets: ## create ./secrets/* (DB password, JWT secret, Grafana password, TOTP keys) if missing
 	./scripts/make-secrets.sh
 
 certs: ## self-signed TLS certificate for local compose

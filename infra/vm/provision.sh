@@ -186,6 +186,7 @@ say "done"
 cat <<NEXT
 Next steps (as $DEPLOY_USER, in $APP_DIR):
   scripts/make-secrets.sh
+  copy secrets/totp_keys.txt somewhere safe off this VM (not beside the backups)
   put the TLS certificate in infra/nginx/certs/server.crt + server.key
     (or infra/nginx/make-cert.sh for a self-signed one)
   write .env (SERVER_NAME, SMTP_HOST, ... see docs/operations.md)

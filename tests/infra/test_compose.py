@@ -6,6 +6,7 @@ run after YAML anchors, merges and interpolation, not on the raw text.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -19,12 +20,15 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from brokerx_core.auth.secretbox import SecretBox, split_keys
+
 from .conftest import REPO_ROOT
 
 COMPOSE_BIN = REPO_ROOT / ".venv" / "bin" / "docker-compose"
 APP_SERVICES = ("api", "matching", "worker", "migrate")
 ONE_SHOT = {"migrate"}
 LOCALHOST_ONLY = {"prometheus": 9090, "grafana": 3001, "mailpit": 8025}
+SECRET_NAMES = ("db_password", "jwt_secret", "grafana_admin_password", "totp_keys")
 
 
 def _compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -54,7 +58,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compose")
     shutil.copy(REPO_ROOT / "docker-compose.yml", root / "docker-compose.yml")
     (root / "secrets").mkdir()
-    for name in ("db_password", "jwt_secret", "grafana_admin_password"):
+    for name in SECRET_NAMES:
         (root / "secrets" / f"{name}.txt").write_text("not-a-real-secret-0123456789")
     return root
 
@@ -166,7 +170,7 @@ def test_datastores_live_on_an_internal_network(config: dict[str, Any]) -> None:
 
 def test_secrets_are_files_and_read_through_file_variables(config: dict[str, Any]) -> None:
     secrets = config["secrets"]
-    for name in ("db_password", "jwt_secret", "grafana_admin_password"):
+    for name in SECRET_NAMES:
         assert secrets[name]["file"].endswith(f"/secrets/{name}.txt"), name
     services = config["services"]
     for name in APP_SERVICES:
@@ -181,8 +185,21 @@ def test_secrets_are_files_and_read_through_file_variables(config: dict[str, Any
     )
     for name, service in services.items():
         for key, value in (service.get("environment") or {}).items():
-            if any(word in key for word in ("PASSWORD", "SECRET", "TOKEN")):
+            if any(word in key for word in ("PASSWORD", "SECRET", "TOKEN", "ENCRYPTION")):
                 assert key.endswith("_FILE"), f"{name}: {key}={value!r} holds a secret inline"
+
+
+def test_only_the_api_holds_the_totp_encryption_keys(services: dict[str, Any]) -> None:
+    api = services["api"]
+    assert {s["source"] for s in api["secrets"]} == {"db_password", "jwt_secret", "totp_keys"}
+    assert api["environment"]["TOTP_ENCRYPTION_KEYS_FILE"] == "/run/secrets/totp_keys"
+    # The worker writes the database dumps: with the key beside them, encrypting the
+    # secrets would protect nothing in a stolen backup.
+    for name, service in services.items():
+        if name == "api":
+            continue
+        assert "totp_keys" not in {s["source"] for s in service.get("secrets", [])}, name
+        assert "TOTP_ENCRYPTION_KEYS_FILE" not in (service.get("environment") or {}), name
 
 
 def test_redis_appends_every_second(services: dict[str, Any]) -> None:
@@ -265,8 +282,13 @@ def test_make_secrets_creates_private_files_once(tmp_path: Path) -> None:
     directory = tmp_path / "secrets"
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     first = {p.name: p.read_text() for p in directory.glob("*.txt")}
-    assert set(first) == {"db_password.txt", "jwt_secret.txt", "grafana_admin_password.txt"}
+    assert set(first) == {f"{name}.txt" for name in SECRET_NAMES}
+    totp_key = first.pop("totp_keys.txt")
     assert all(len(value) >= 48 and value.strip() == value for value in first.values())
+    # A Fernet key, as the api's settings check it at start-up.
+    assert split_keys(totp_key) == [totp_key]
+    assert len(base64.urlsafe_b64decode(totp_key)) == 32
+    first["totp_keys.txt"] = totp_key
     subprocess.run([str(script)], env=env, check=True, capture_output=True)
     assert {p.name: p.read_text() for p in directory.glob("*.txt")} == first
     subprocess.run(
@@ -275,6 +297,30 @@ def test_make_secrets_creates_private_files_once(tmp_path: Path) -> None:
     assert (directory / "jwt_secret.txt").read_text() != first["jwt_secret.txt"]
     assert (directory / "jwt_secret.txt.previous").read_text() == first["jwt_secret.txt"]
     assert (directory / "db_password.txt").read_text() == first["db_password.txt"]
+
+
+def test_make_secrets_rotates_totp_keys_by_adding_one_in_front(tmp_path: Path) -> None:
+    script = REPO_ROOT / "scripts/make-secrets.sh"
+    env = {**os.environ, "SECRETS_DIR": str(tmp_path / "secrets")}
+    subprocess.run([str(script)], env=env, check=True, capture_output=True)
+    keys_file = tmp_path / "secrets" / "totp_keys.txt"
+    old_key = keys_file.read_text()
+    subprocess.run([str(script), "--rotate", "totp_keys"], env=env, check=True, capture_output=True)
+    # Replacing the key would make every stored secret undecryptable: the new key goes
+    # first (it encrypts), the old one stays (it still decrypts) until the rekey.
+    rotated = split_keys(keys_file.read_text())
+    assert len(rotated) == 2
+    assert rotated[1] == old_key != rotated[0]
+    token = SecretBox([old_key]).encrypt("JBSWY3DPEHPK3PXP")
+    assert SecretBox.from_setting(keys_file.read_text()).decrypt(token) == "JBSWY3DPEHPK3PXP"
+
+    subprocess.run([str(script), "--retire", "totp_keys"], env=env, check=True, capture_output=True)
+    assert keys_file.read_text() == rotated[0]
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o644
+    refused = subprocess.run(
+        [str(script), "--retire", "jwt_secret"], env=env, capture_output=True, check=False
+    )
+    assert refused.returncode != 0
 
 
 def test_api_runs_several_workers_with_a_private_metrics_tmpfs(services: dict[str, Any]) -> None:

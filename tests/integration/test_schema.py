@@ -45,6 +45,54 @@ async def test_migrations_up_down_up(servers: ServerUrls) -> None:
         await admin.dispose()
 
 
+async def _totp_column_types(url: str) -> set[str]:
+    engine = create_async_engine(url)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT column_name, data_type, character_maximum_length"
+                " FROM information_schema.columns WHERE table_name = 'client'"
+                " AND column_name IN ('totp_secret', 'totp_pending_secret')"
+            )
+        )
+        types = {f"{row[1]}({row[2]})" if row[2] else row[1] for row in rows}
+    await engine.dispose()
+    return types
+
+
+async def test_migration_0006_widens_the_totp_columns_and_refuses_to_narrow_ciphertext(
+    servers: ServerUrls,
+) -> None:
+    import asyncio
+
+    admin = create_async_engine(servers.admin_database_url, isolation_level="AUTOCOMMIT")
+    name = f"brokerx_migrations_{uuid.uuid4().hex[:8]}"
+    url = servers.database_url.rsplit("/", 1)[0] + "/" + name
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        await asyncio.to_thread(upgrade, url)
+        assert await _totp_column_types(url) == {"text"}
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await _client_and_account(conn)
+            # A Fernet token of a 32-character base32 secret: 140 characters.
+            await conn.execute(text("UPDATE client SET totp_secret = repeat('g', 140)"))
+        with pytest.raises(RuntimeError, match="rekey --plaintext"):
+            await asyncio.to_thread(downgrade, url, "0005")
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE client SET totp_secret = repeat('A', 32)"))
+        await engine.dispose()
+        await asyncio.to_thread(downgrade, url, "0005")
+        assert await _totp_column_types(url) == {"character varying(64)"}
+        await asyncio.to_thread(upgrade, url)
+        assert await _totp_column_types(url) == {"text"}
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
 async def _client_and_account(conn: object) -> uuid.UUID:
     client_id, account_id = uuid.uuid4(), uuid.uuid4()
     await conn.execute(  # type: ignore[attr-defined]

@@ -7,8 +7,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
+import pyotp
 from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
@@ -173,3 +175,36 @@ async def audit_actions(engine: AsyncEngine, email: str | None = None) -> list[s
     async with engine.connect() as conn:
         rows = await conn.execute(text(query + " ORDER BY a.id"), params)
         return [row[0] for row in rows]
+
+
+async def mfa_verify(api: httpx.AsyncClient, mfa_token: str, code: str) -> httpx.Response:
+    return await api.post(f"{API}/auth/mfa/verify", json={"mfa_token": mfa_token, "code": code})
+
+
+async def challenge(api: httpx.AsyncClient, email: str) -> dict[str, Any]:
+    response = await login(api, email)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["mfa_required"] is True
+    assert "access_token" not in body
+    return body  # type: ignore[no-any-return]
+
+
+async def enrol_totp(api: httpx.AsyncClient, access_token: str, clock: FakeClock) -> pyotp.TOTP:
+    setup = await api.post(f"{API}/auth/mfa/totp/setup", headers=bearer(access_token))
+    assert setup.status_code == 200, setup.text
+    body = setup.json()
+    uri = urlparse(body["otpauth_uri"])
+    assert uri.scheme == "otpauth"
+    assert uri.netloc == "totp"
+    assert parse_qs(uri.query)["secret"] == [body["secret"]]
+    assert parse_qs(uri.query)["issuer"] == ["BrokerX"]
+    totp = pyotp.TOTP(body["secret"])
+    enabled = await api.post(
+        f"{API}/auth/mfa/totp/enable",
+        json={"code": totp.at(clock())},
+        headers=bearer(access_token),
+    )
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json() == {"mfa": "totp"}
+    return totp

@@ -151,6 +151,11 @@ def test_the_domain_errors_of_api_md_are_documented(document: dict[str, Any]) ->
     assert "Retry-After" in login["423"]["headers"]
     assert "Retry-After" in login["429"]["headers"]
     assert "security" not in operations_["POST /api/v1/auth/login"]
+    # A TOTP secret the server's keys cannot decrypt is a 503, not a wrong code.
+    for label in ("POST /api/v1/auth/mfa/verify", "POST /api/v1/auth/mfa/totp/enable"):
+        unavailable = operations_[label]["responses"]["503"]
+        assert "TOTP secret cannot be decrypted" in unavailable["description"], label
+        assert "Retry-After" in unavailable["headers"], label
 
 
 def test_post_orders_documents_its_order_answers_and_idempotency_key(

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from argon2 import PasswordHasher
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from brokerx_api.settings import ApiSettings
@@ -35,12 +36,15 @@ def test_production_defaults_meet_the_owasp_minimum(monkeypatch: pytest.MonkeyPa
 
 
 def test_production_refuses_weaker_hashing() -> None:
-    secret = "a-real-long-random-secret-0f9a8b7c"
+    secrets = {
+        "jwt_secret": "a-real-long-random-secret-0f9a8b7c",
+        "totp_encryption_keys": Fernet.generate_key().decode(),
+    }
     with pytest.raises(ValidationError, match="OWASP"):
-        ApiSettings(environment="production", jwt_secret=secret, password_hash_memory_kib=1024)
+        ApiSettings(environment="production", password_hash_memory_kib=1024, **secrets)
     with pytest.raises(ValidationError, match="OWASP"):
-        ApiSettings(environment="production", jwt_secret=secret, password_hash_time_cost=1)
-    assert ApiSettings(environment="production", jwt_secret=secret).environment == "production"
+        ApiSettings(environment="production", password_hash_time_cost=1, **secrets)
+    assert ApiSettings(environment="production", **secrets).environment == "production"
 
 
 async def test_hashes_are_argon2id_with_the_configured_parameters() -> None:

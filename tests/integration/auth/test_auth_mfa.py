@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import parse_qs, urlparse
-
 import httpx
 import pyotp
 import pytest
@@ -18,8 +15,11 @@ from tests.support.auth import (
     active_client,
     audit_actions,
     bearer,
+    challenge,
+    enrol_totp,
     logged_in,
     login,
+    mfa_verify,
     run_worker,
     running_api,
     worker_settings,
@@ -37,10 +37,6 @@ def clock() -> FakeClock:
     return start
 
 
-async def mfa_verify(api: httpx.AsyncClient, mfa_token: str, code: str) -> httpx.Response:
-    return await api.post(f"{API}/auth/mfa/verify", json={"mfa_token": mfa_token, "code": code})
-
-
 async def login_code_mail(smtp: SmtpSink, address: str, count: int = 1) -> ReceivedMail:
     """The latest e-mailed login code (the sign-up verification mail is skipped)."""
 
@@ -49,35 +45,6 @@ async def login_code_mail(smtp: SmtpSink, address: str, count: int = 1) -> Recei
 
     found = await eventually(codes, lambda mails: len(mails) >= count)
     return found[-1]
-
-
-async def challenge(api: httpx.AsyncClient, email: str) -> dict[str, Any]:
-    response = await login(api, email)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["mfa_required"] is True
-    assert "access_token" not in body
-    return body  # type: ignore[no-any-return]
-
-
-async def enrol_totp(api: httpx.AsyncClient, access_token: str, clock: FakeClock) -> pyotp.TOTP:
-    setup = await api.post(f"{API}/auth/mfa/totp/setup", headers=bearer(access_token))
-    assert setup.status_code == 200, setup.text
-    body = setup.json()
-    uri = urlparse(body["otpauth_uri"])
-    assert uri.scheme == "otpauth"
-    assert uri.netloc == "totp"
-    assert parse_qs(uri.query)["secret"] == [body["secret"]]
-    assert parse_qs(uri.query)["issuer"] == ["BrokerX"]
-    totp = pyotp.TOTP(body["secret"])
-    enabled = await api.post(
-        f"{API}/auth/mfa/totp/enable",
-        json={"code": totp.at(clock())},
-        headers=bearer(access_token),
-    )
-    assert enabled.status_code == 200, enabled.text
-    assert enabled.json() == {"mfa": "totp"}
-    return totp
 
 
 async def test_totp_enrolment_then_login_requires_a_code(

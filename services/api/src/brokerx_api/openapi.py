@@ -81,6 +81,11 @@ AUTHENTICATES_DIRECTLY = frozenset(
 
 _RATE_LIMITED = "`rate_limited`: too many attempts; retry after `Retry-After` seconds"
 _LIST_422 = "`validation_error` (a parameter out of range), `invalid_cursor`"
+_TOTP_503 = (
+    "`service_unavailable`: PostgreSQL or Redis is unreachable, or the stored TOTP secret"
+    " cannot be decrypted (the server's TOTP keys are misconfigured; no failure is counted);"
+    " retry after `Retry-After` seconds"
+)
 
 # Errors of the endpoints that do not declare them (API.md, per endpoint). A status the
 # endpoint already documents is left as it is, except FastAPI's default 422.
@@ -107,9 +112,13 @@ OPERATION_ERRORS: dict[str, dict[int, str]] = {
         401: "`invalid_code`; `invalid_token` (MFA token invalid, expired or already used)",
         423: "`account_locked`: too many wrong codes; retry after `Retry-After` seconds",
         429: _RATE_LIMITED,
+        503: _TOTP_503,
     },
     "POST /api/v1/auth/refresh": {401: "`invalid_token`: invalid, expired or spent"},
-    "POST /api/v1/auth/mfa/totp/enable": {400: "`invalid_code` (or no TOTP setup started)"},
+    "POST /api/v1/auth/mfa/totp/enable": {
+        400: "`invalid_code` (or no TOTP setup started)",
+        503: _TOTP_503,
+    },
     "GET /api/v1/orders": {422: _LIST_422},
     "GET /api/v1/trades": {422: _LIST_422},
 }

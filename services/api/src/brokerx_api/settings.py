@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from brokerx_core.auth.passwords import (
     OWASP_MIN_MEMORY_KIB,
     OWASP_MIN_TIME_COST,
     HashParameters,
 )
+from brokerx_core.auth.secretbox import DEV_TOTP_ENCRYPTION_KEY, SecretBox, split_keys
 from brokerx_core.settings import BrokerXSettings
 
 
 class ApiSettings(BrokerXSettings):
+    # A refused value must not reach the start-up log: pydantic would echo the input
+    # (a mistyped TOTP key is still most of a key).
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     service_name: str = "api"
     api_host: str = "127.0.0.1"
     api_port: int = 3000
@@ -50,6 +56,10 @@ class ApiSettings(BrokerXSettings):
     password_hash_time_cost: int = OWASP_MIN_TIME_COST
     password_hash_parallelism: int = 1
 
+    # TOTP secrets at rest (brokerx_core.auth.secretbox): Fernet keys separated by commas
+    # or whitespace; the first encrypts, all decrypt. Only the api holds them.
+    totp_encryption_keys: SecretStr = SecretStr(DEV_TOTP_ENCRYPTION_KEY)
+
     # E-mailed one-time codes
     verification_code_ttl_seconds: int = 24 * 3600
     mfa_email_code_ttl_seconds: int = 600
@@ -63,6 +73,21 @@ class ApiSettings(BrokerXSettings):
     intake_connections: int = Field(default=2, ge=1, le=32)
     intake_batch_max: int = Field(default=256, ge=1, le=4096)
 
+    @field_validator("totp_encryption_keys")
+    @classmethod
+    def _totp_keys_are_fernet_keys(cls, value: SecretStr) -> SecretStr:
+        # At start-up, not at the first login.
+        split_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_dev_totp_key(self) -> ApiSettings:
+        # Anywhere in the list: the development key is public, in the repository.
+        keys = split_keys(self.totp_encryption_keys.get_secret_value())
+        if self.environment == "production" and DEV_TOTP_ENCRYPTION_KEY in keys:
+            raise ValueError("totp_encryption_keys holds a placeholder secret in production")
+        return self
+
     @model_validator(mode="after")
     def _refuse_weak_password_hashing(self) -> ApiSettings:
         if (
@@ -71,6 +96,10 @@ class ApiSettings(BrokerXSettings):
         ):
             raise ValueError("password hashing below OWASP's argon2id minimum in production")
         return self
+
+    def totp_box(self) -> SecretBox:
+        """The box that encrypts and decrypts the stored TOTP secrets."""
+        return SecretBox.from_setting(self.totp_encryption_keys.get_secret_value())
 
     @property
     def password_hash_parameters(self) -> HashParameters:

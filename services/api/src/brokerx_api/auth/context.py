@@ -1,8 +1,9 @@
 """Everything an auth or onboarding operation needs, gathered once per request.
 
 `AuthContext` carries the request's database session, Redis, the arq pool, settings,
-token service, password hasher, clock and the caller (ip, user agent, correlation id)
-so services take one argument instead of eight, and every audit event is complete.
+token service, password hasher, TOTP secret box, clock and the caller (ip, user agent,
+correlation id) so services take one argument instead of nine, and every audit event is
+complete.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerx_api.auth.clock import Clock, ClockDep, utc
-from brokerx_api.auth.deps import PasswordHashingDep, TokenServiceDep, session_cache
+from brokerx_api.auth.deps import PasswordHashingDep, TokenServiceDep, session_cache, totp_box
 from brokerx_api.auth.session_cache import LocalSessionCache
 from brokerx_api.auth.throttle import enforce_limit
 from brokerx_api.deps import (
@@ -30,6 +31,7 @@ from brokerx_api.deps import (
 from brokerx_api.settings import ApiSettings
 from brokerx_core.audit import record_audit
 from brokerx_core.auth.passwords import PasswordHashing
+from brokerx_core.auth.secretbox import SecretBox
 from brokerx_core.auth.tokens import TokenService
 
 
@@ -63,6 +65,7 @@ class AuthContext:
     clock: Clock
     caller: CallerContext
     session_cache: LocalSessionCache
+    totp_box: SecretBox
 
     def now(self) -> datetime:
         """The current time by the app clock (aware UTC)."""
@@ -111,6 +114,7 @@ async def auth_context(
         clock=clock,
         caller=caller,
         session_cache=session_cache(request.app),
+        totp_box=totp_box(request.app),
     )
 
 

@@ -16,6 +16,7 @@ from brokerx_api.auth.session_cache import LocalSessionCache
 from brokerx_api.errors import Unauthorized
 from brokerx_api.settings import ApiSettings
 from brokerx_core.auth.passwords import PasswordHashing
+from brokerx_core.auth.secretbox import SecretBox
 from brokerx_core.auth.tokens import InvalidToken, TokenConfig, TokenService
 
 SESSION_CACHE_KEY = "auth:session:{session_id}"
@@ -86,6 +87,15 @@ async def get_password_hashing(request: Request) -> PasswordHashing:
 
 
 PasswordHashingDep = Annotated[PasswordHashing, Depends(get_password_hashing)]
+
+
+def totp_box(app: Any) -> SecretBox:
+    """The box of the app's TOTP_ENCRYPTION_KEYS (built once)."""
+    box = getattr(app.state, "totp_box", None)
+    if box is None:
+        box = app.state.settings.totp_box()
+        app.state.totp_box = box
+    return box  # type: ignore[no-any-return]
 
 
 def bearer_token(request: Request) -> str:

@@ -69,7 +69,9 @@ async def verify_mfa(body: MfaVerifyIn, ctx: AuthContextDep) -> TokensOut:
     """Finish a login with the second factor: a TOTP code or the e-mailed code.
 
     A wrong code answers 401 `invalid_code`; three in a row lock the account for 15
-    minutes (423 `account_locked`). A TOTP code is accepted once only.
+    minutes (423 `account_locked`). A TOTP code is accepted once only. A stored TOTP
+    secret the server cannot decrypt (its keys are misconfigured) answers 503
+    `service_unavailable` and counts nothing against the client.
     """
     return _tokens(await service.verify_mfa(ctx, body.mfa_token, body.code))
 

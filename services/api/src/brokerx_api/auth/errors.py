@@ -55,3 +55,15 @@ class InvalidMfaCode(DomainError):
 
 class TokenRejected(DomainError):
     status, code, title = 401, "invalid_token", "Invalid or expired token"
+
+
+class MfaUnavailable(DomainError):
+    """The stored TOTP secret cannot be decrypted: a server fault (wrong keys), 503."""
+
+    status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The second factor cannot be checked right now; try again later",
+            headers={"Retry-After": "60"},
+        )

@@ -1,4 +1,8 @@
-"""Turning on a second factor: TOTP (with a confirmation code) or e-mailed codes."""
+"""Turning on a second factor: TOTP (with a confirmation code) or e-mailed codes.
+
+TOTP secrets are stored encrypted (`AuthContext.totp_box`, docs/decisions.md); the
+plain secret exists only in memory and, once, in the setup answer.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,13 @@ from dataclasses import dataclass
 
 from brokerx_api.auth import totp
 from brokerx_api.auth.context import AuthContext
-from brokerx_api.auth.errors import InvalidCode
+from brokerx_api.auth.errors import InvalidCode, MfaUnavailable
 from brokerx_api.clients import repository as clients
 from brokerx_api.errors import Unauthorized
+from brokerx_core.auth.secretbox import UndecryptableSecret
+from brokerx_core.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +36,7 @@ async def start_totp_setup(ctx: AuthContext, client_id: uuid.UUID) -> TotpSetup:
     if client is None:
         raise Unauthorized()
     secret = totp.new_secret()
-    await clients.update_client(ctx.db, client_id, totp_pending_secret=secret)
+    await clients.update_client(ctx.db, client_id, totp_pending_secret=ctx.totp_box.encrypt(secret))
     await ctx.audit("auth.totp_setup_started", client_id)
     return TotpSetup(secret, totp.provisioning_uri(secret, client.email))
 
@@ -40,7 +48,8 @@ async def enable_totp(ctx: AuthContext, client_id: uuid.UUID, code: str) -> None
         raise Unauthorized()
     if client.totp_pending_secret is None:
         raise InvalidCode("Start the TOTP setup first")
-    step = totp.accepted_step(client.totp_pending_secret, code, ctx.clock(), None)
+    secret = await open_totp_secret(ctx, client_id, client.totp_pending_secret, "totp_enable")
+    step = totp.accepted_step(secret, code, ctx.clock(), None)
     if step is None:
         await ctx.audit("auth.mfa_enable_failed", client_id, method="totp")
         await ctx.db.commit()
@@ -49,13 +58,32 @@ async def enable_totp(ctx: AuthContext, client_id: uuid.UUID, code: str) -> None
         ctx.db,
         client_id,
         mfa_method="totp",
-        totp_secret=client.totp_pending_secret,
+        # Encrypted afresh: under the current first key even if the keys changed since.
+        totp_secret=ctx.totp_box.encrypt(secret),
         totp_pending_secret=None,
         # The confirming code is spent: it cannot also open a login.
         totp_last_step=step,
         failed_mfa_count=0,
     )
     await ctx.audit("auth.mfa_enabled", client_id, method="totp")
+
+
+async def open_totp_secret(ctx: AuthContext, client_id: uuid.UUID, stored: str, step: str) -> str:
+    """The plain TOTP secret of a stored value (a token, or a legacy plain value).
+
+    A value no configured key decrypts is a server fault (a key missing from
+    TOTP_ENCRYPTION_KEYS, or a tampered row), not a wrong code: 503, logged and audited,
+    no failure counted, and an MFA token still usable once the keys are fixed.
+    """
+    try:
+        return ctx.totp_box.decrypt(stored)
+    except UndecryptableSecret:
+        log.error("totp_secret_undecryptable", client_id=str(client_id), step=step)
+        await ctx.audit(
+            "auth.mfa_unavailable", client_id, reason="totp_secret_undecryptable", step=step
+        )
+        await ctx.db.commit()
+        raise MfaUnavailable() from None
 
 
 async def enable_email_mfa(ctx: AuthContext, client_id: uuid.UUID) -> None:

@@ -21,6 +21,7 @@ from brokerx_api.auth.errors import (
     InvalidMfaCode,
     TokenRejected,
 )
+from brokerx_api.auth.mfa import open_totp_secret
 from brokerx_api.auth.sessions import IssuedTokens, open_session
 from brokerx_api.auth.throttle import identity_of
 from brokerx_api.clients import repository as clients
@@ -183,7 +184,8 @@ async def _second_factor_ok(ctx: AuthContext, client: Client, code: str, now: da
     if client.mfa_method == "totp":
         if client.totp_secret is None:
             return False
-        step = totp.accepted_step(client.totp_secret, code, ctx.clock(), client.totp_last_step)
+        secret = await open_totp_secret(ctx, client.id, client.totp_secret, "mfa")
+        step = totp.accepted_step(secret, code, ctx.clock(), client.totp_last_step)
         return step is not None and await clients.accept_totp_step(ctx.db, client.id, step)
     spent = await consume_code(
         ctx.db,

@@ -35,8 +35,10 @@ class Client(TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     is_market_maker: Mapped[bool] = mapped_column(server_default=text("false"))
     mfa_method: Mapped[str] = mapped_column(String(8), server_default="none")
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
-    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
+    # Fernet tokens (brokerx_core.auth.secretbox), or a plain base32 secret written before
+    # encryption existed (migration 0006); read through SecretBox.decrypt only.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    totp_pending_secret: Mapped[str | None] = mapped_column(Text)
     # Last accepted TOTP time step: a code of that step or earlier is a replay.
     totp_last_step: Mapped[int | None]
     failed_login_count: Mapped[int] = mapped_column(server_default=text("0"))
