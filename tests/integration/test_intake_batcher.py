@@ -19,16 +19,26 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokerx_core import intake
+from brokerx_core.db.base import utcnow
 from brokerx_core.intake.amend import Amended
 from brokerx_core.intake.batcher import IntakeBatcher
 from brokerx_core.intake.cancels import CancelRequest
+from brokerx_core.intake.prepared import (
+    INSTRUMENTS_SQL,
+    PreparedOrder,
+    instrument_terms,
+    place_call,
+    prepare_order,
+)
 from brokerx_core.intake.pretrade import NewOrder
 from brokerx_core.invariants import find_violations
 from brokerx_core.seed import credit_deposit, grant_shares
+from tests.support.polling import eventually
 from tests.support.trading import account_state, count_rows, position_state, stream_commands
 
 pytestmark = pytest.mark.usefixtures("instruments")
 
+BLOCKED_ON_A_LOCK = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
 RULES = intake.TradingRules(
     price_band_pct=Decimal("10"),
     market_collar_pct=Decimal("5"),
@@ -72,14 +82,26 @@ def order(
     return NewOrder(symbol, side, kind, quantity, limit, "day", client_order_id)
 
 
+# Every batch through the per-order function (0003), or the set-based one (0007): both
+# must give each order the same outcome.
+@pytest.fixture(params=[10_000, 1], ids=["per-order function", "set-based function"])
+def set_based_from(request: pytest.FixtureRequest) -> int:
+    """From how many orders a batch goes through the set-based intake function."""
+    return int(request.param)
+
+
 @pytest.fixture
-async def batcher(engine: AsyncEngine, redis: Redis) -> AsyncIterator[IntakeBatcher]:
+async def batcher(
+    engine: AsyncEngine, redis: Redis, set_based_from: int
+) -> AsyncIterator[IntakeBatcher]:
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     async def connect() -> asyncpg.Connection:
         return await asyncpg.connect(url)
 
-    batcher = IntakeBatcher(connect, redis, lambda: RULES, connections=1)
+    batcher = IntakeBatcher(
+        connect, redis, lambda: RULES, connections=1, set_based_from=set_based_from
+    )
     await batcher.start()
     yield batcher
     await batcher.stop()
@@ -188,7 +210,7 @@ async def test_a_replay_is_answered_even_after_the_band_moved(
 
 
 async def test_concurrent_batches_of_crossing_accounts_never_deadlock(
-    engine: AsyncEngine, redis: Redis
+    engine: AsyncEngine, redis: Redis, set_based_from: int
 ) -> None:
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -199,7 +221,9 @@ async def test_concurrent_batches_of_crossing_accounts_never_deadlock(
     accounts = [
         await new_account(engine, "50000.00", {"AAPL": 300, "MSFT": 300}) for _ in range(12)
     ]
-    batcher = IntakeBatcher(connect, redis, lambda: RULES, connections=3, max_batch=16)
+    batcher = IntakeBatcher(
+        connect, redis, lambda: RULES, connections=3, max_batch=16, set_based_from=set_based_from
+    )
     await batcher.start()
     rng = random.Random(7)
     try:
@@ -274,3 +298,107 @@ async def test_cancels_of_one_batch_are_each_checked_and_written_once(
     assert sorted(published, key=str) == sorted(
         [("cancel", open_one.id, "c-1"), ("cancel", open_two.id, None)], key=str
     )
+
+
+async def test_orders_of_one_account_in_one_batch_draw_on_what_the_earlier_ones_left(
+    engine: AsyncEngine, redis: Redis, batcher: IntakeBatcher
+) -> None:
+    account = await new_account(engine, "2090.00", {"MSFT": 15})
+    other = await new_account(engine, "2000.00")
+
+    results = await settle(
+        [
+            batcher.place(account, order("buy", 10)),  # 1,900.00 of 2,090.00
+            batcher.place(account, order("buy", 2)),  # 380.00 > the 190.00 left
+            batcher.place(other, order("buy", 10)),  # another account: its own cash
+            batcher.place(account, order("sell", 10, "420.00", "MSFT")),
+            batcher.place(account, order("sell", 6, "420.00", "MSFT")),  # 5 left
+            batcher.place(account, order("sell", 5, "420.00", "MSFT")),
+            batcher.place(account, order("buy", 1)),  # 190.00 fits exactly
+        ]
+    )
+
+    bought, short, theirs, sold, oversold, rest, exact = results
+    assert isinstance(bought, intake.Placement)
+    assert isinstance(short, intake.InsufficientFunds)
+    assert short.extra == {"required": "380.00", "available": "190.00"}
+    assert isinstance(theirs, intake.Placement)
+    assert isinstance(sold, intake.Placement)
+    assert isinstance(oversold, intake.InsufficientPosition)
+    assert oversold.extra == {"required": 6, "available": 5}
+    assert isinstance(rest, intake.Placement)
+    assert isinstance(exact, intake.Placement)
+    assert await account_state(engine, account) == (Decimal("2090.00"), Decimal("2090.00"))
+    assert await account_state(engine, other) == (Decimal("2000.00"), Decimal("1900.00"))
+    assert await position_state(engine, account, "MSFT") == (15, 15)
+    published = [command.order_id for _, command in await stream_commands(redis)]
+    assert sorted(published) == sorted(
+        p.order.id for p in (bought, theirs, sold, rest, exact) if isinstance(p, intake.Placement)
+    )
+    assert await find_violations(engine, pending_grace_seconds=3600) == []
+
+
+async def test_the_open_order_cap_counts_the_batch_s_own_orders(
+    engine: AsyncEngine, batcher: IntakeBatcher
+) -> None:
+    account = await new_account(engine, "100000.00")
+    await batcher.place(account, order("buy", 1))  # one open order before the batch
+
+    results = await settle(
+        [batcher.place(account, order("buy", n), max_open_orders=3) for n in range(2, 6)]
+    )
+
+    outcomes = [type(result).__name__ for result in results]
+    assert outcomes == ["Placement", "Placement", "TooManyOpenOrders", "TooManyOpenOrders"]
+    assert await count_orders(engine) == 3
+
+
+async def test_a_client_order_id_another_call_commits_meanwhile_is_a_replay(
+    engine: AsyncEngine, set_based_from: int
+) -> None:
+    """The rare race: another intake wrote the same `client_order_id` but had not yet
+    committed when this batch looked. Its order wins; this batch's orders with that id
+    give their reservation back and answer with it, the others go on."""
+    account = await new_account(engine, "100000.00")
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    first, second = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        rows = await first.fetch(INSTRUMENTS_SQL, ["AAPL"])
+        aapl = instrument_terms(rows[0])
+
+        def prepared(quantity: int, key: str | None) -> PreparedOrder:
+            return prepare_order(
+                account, order("buy", quantity, client_order_id=key), aapl, RULES, now=utcnow()
+            )
+
+        winner = prepared(1, "race")
+        transaction = first.transaction()
+        await transaction.start()
+        (won,) = await first.fetch(*call([winner], set_based_from))
+        losers = [prepared(2, None), prepared(1, "race"), prepared(1, "race")]
+        pending = asyncio.create_task(second.fetch(*call(losers, set_based_from)))
+        await eventually(
+            lambda: first.fetchval(BLOCKED_ON_A_LOCK, second.get_server_pid()),
+            message="the second intake never waited for the first",
+        )
+        await transaction.commit()
+        other, lost, again = await pending
+    finally:
+        await first.close()
+        await second.close()
+
+    assert won["r_outcome"] == "accepted"
+    assert other["r_outcome"] == "accepted"
+    assert other["r_outbox_id"] > won["r_outbox_id"]
+    assert (lost["r_outcome"], lost["r_order_id"]) == ("replay", winner.order_id)
+    assert (again["r_outcome"], again["r_order_id"]) == ("replay", winner.order_id)
+    assert lost["r_outbox_id"] is None
+    assert await count_orders(engine) == 2
+    assert await account_state(engine, account) == (Decimal("100000.00"), Decimal("570.00"))
+    assert await count_rows(engine, "outbox") == 2
+
+
+def call(prepared: list[PreparedOrder], set_based_from: int) -> list[Any]:
+    """The intake statement and its arguments, as `fetch(*call(...))` takes them."""
+    sql, arguments = place_call(prepared, set_based_from=set_based_from)
+    return [sql, *arguments]

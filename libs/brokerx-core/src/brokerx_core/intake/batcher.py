@@ -6,12 +6,14 @@ waiting (up to `max_batch`) and run, per batch:
 
 1. one read of the batch's instruments, then the instrument checks in Python
    (`prepare_order`: unknown symbol, halt/hours, tick, band, reservation size);
-2. one call of `intake_place_orders` (migration 0003) for the orders that passed, as a
-   single autocommitted statement: replay lookup, open-order cap, guarded reservation,
-   order + outbox rows, order by order. A refused order writes nothing; the others go
-   on. Orders are passed in the engine's lock order (accounts by id, then positions by
-   (account, symbol)) so two batches, or a batch and a matching transaction, never
-   deadlock;
+2. one call of an intake function for the orders that passed, as a single autocommitted
+   statement: replay lookup, open-order cap, guarded reservation, order + outbox rows,
+   order by order. A refused order writes nothing; the others go on. A batch of fewer
+   than `SET_BASED_FROM` orders calls `intake_place_orders` (migration 0003: a few
+   statements per order), a larger one `intake_place_batch` (0007: the checks in memory,
+   a few statements per batch, dearer to start). Orders are passed in the engine's lock
+   order (accounts by id, then positions by (account, symbol)) so two batches, or a
+   batch and a matching transaction, never deadlock;
 3. one pipelined XADD of the accepted orders' commands (after the commit, as the
    single-order path does; the outbox relay covers a failed publish).
 
@@ -43,12 +45,12 @@ from brokerx_core.intake.cancels import CancelRequest, cancel_orders
 from brokerx_core.intake.errors import IntakeError
 from brokerx_core.intake.prepared import (
     INSTRUMENTS_SQL,
-    PLACE_ORDERS_SQL,
+    SET_BASED_FROM,
     Placement,
     PreparedOrder,
     instrument_terms,
     outcome_of,
-    place_arguments,
+    place_call,
     prepare_order,
     replay_of,
 )
@@ -106,6 +108,7 @@ class IntakeBatcher:
         max_batch: int = 256,
         connections: int = 2,
         clock: Callable[[], datetime] = utcnow,
+        set_based_from: int = SET_BASED_FROM,
     ) -> None:
         self._connect = connect
         self._redis = redis
@@ -113,6 +116,7 @@ class IntakeBatcher:
         self._max_batch = max_batch
         self._connections = connections
         self._clock = clock
+        self._set_based_from = set_based_from
         self._waiting: list[_Request] = []
         self._cancels: list[_Cancel] = []
         self._wake = asyncio.Event()
@@ -228,7 +232,9 @@ class IntakeBatcher:
             return
         prepared.sort(key=lambda pair: pair[1].lock_key)
         try:
-            outcomes = await _place(connection, [p for _, p in prepared], rules.shards)
+            outcomes = await _place(
+                connection, [p for _, p in prepared], rules.shards, self._set_based_from
+            )
         except _RETRYABLE:
             raise
         except asyncpg.PostgresError as exc:
@@ -244,7 +250,7 @@ class IntakeBatcher:
     ) -> None:
         for request, item in prepared:
             try:
-                outcomes = await _place(connection, [item], shards)
+                outcomes = await _place(connection, [item], shards, self._set_based_from)
             except asyncpg.PostgresError as exc:
                 if _connection_lost(exc, connection):
                     raise
@@ -312,11 +318,12 @@ def _prepare(
 
 
 async def _place(
-    connection: Any, prepared: Sequence[PreparedOrder], shards: int
+    connection: Any, prepared: Sequence[PreparedOrder], shards: int, set_based_from: int
 ) -> list[Placement | IntakeError]:
+    sql, arguments = place_call(prepared, set_based_from=set_based_from)
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            rows = await connection.fetch(PLACE_ORDERS_SQL, *place_arguments(prepared))
+            rows = await connection.fetch(sql, *arguments)
             break
         except _RETRYABLE:
             if attempt == _ATTEMPTS:

@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerx_core.db.base import utcnow
 from brokerx_core.intake.errors import IntakeError
 from brokerx_core.intake.prepared import (
+    ORDER_ARRAY_TYPES,
     Placement,
     instrument_terms,
     outcome_of,
     place_arguments,
+    place_sql,
     prepare_order,
     replay_of,
 )
@@ -41,13 +43,7 @@ _INSTRUMENT = text(
     " FROM instrument WHERE symbol = :symbol"
 )
 _PLACE = text(
-    "SELECT r_index, r_outcome, r_order_id, r_outbox_id, r_available, r_created_at"
-    " FROM intake_place_orders(CAST(:a1 AS uuid[]), CAST(:a2 AS uuid[]), CAST(:a3 AS text[]),"
-    " CAST(:a4 AS text[]), CAST(:a5 AS text[]), CAST(:a6 AS text[]), CAST(:a7 AS bigint[]),"
-    " CAST(:a8 AS numeric[]), CAST(:a9 AS text[]), CAST(:a10 AS numeric[]),"
-    " CAST(:a11 AS bigint[]), CAST(:a12 AS numeric[]), CAST(:a13 AS text[]),"
-    " CAST(:a14 AS text[]), CAST(:a15 AS text[]), CAST(:a16 AS text[]),"
-    " CAST(:a17 AS integer[]))"
+    place_sql("intake_place_orders", [f":a{n}" for n in range(1, len(ORDER_ARRAY_TYPES) + 1)])
 )
 
 

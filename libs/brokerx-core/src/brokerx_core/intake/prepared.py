@@ -2,7 +2,7 @@
 sized, command built; and the reading of the outcome the function returns for it.
 
 Shared by `place_order` (one order in the caller's transaction) and `IntakeBatcher`
-(many concurrent requests' orders in one call). The SQL function (migration 0003)
+(many concurrent requests' orders in one call). The SQL function (migrations 0003, 0007)
 does the part that needs rows of the account: replay lookup, open-order cap, the
 guarded reservation, the order and outbox rows.
 """
@@ -37,13 +37,44 @@ from brokerx_core.intake.rules import TradingRules
 from brokerx_core.messages import OrderCommand
 from brokerx_core.streams import order_stream_for
 
-# asyncpg form; `placement` wraps the same call for SQLAlchemy sessions.
-PLACE_ORDERS_SQL = (
-    "SELECT r_index, r_outcome, r_order_id, r_outbox_id, r_available, r_created_at"
-    " FROM intake_place_orders($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
-    " $6::text[], $7::bigint[], $8::numeric[], $9::text[], $10::numeric[], $11::bigint[],"
-    " $12::numeric[], $13::text[], $14::text[], $15::text[], $16::text[], $17::integer[])"
+# The arrays of `intake_place_orders` (migration 0003), one element per order; then the
+# batch's layout that `intake_place_batch` (migration 0007) also takes (`batch_layout`).
+ORDER_ARRAY_TYPES = (
+    *("uuid[]", "uuid[]", "text[]", "text[]", "text[]", "text[]", "bigint[]", "numeric[]"),
+    *("text[]", "numeric[]", "bigint[]", "numeric[]", "text[]", "text[]", "text[]", "text[]"),
+    "integer[]",
 )
+LAYOUT_ARRAY_TYPES = (
+    *("integer[]", "integer[]", "integer[]", "uuid[]", "integer[]", "uuid[]", "text[]"),
+)
+
+
+def place_sql(function: str, placeholders: Sequence[str]) -> str:
+    """The call of `intake_place_orders` or `intake_place_batch` with these placeholders
+    (`$1` for asyncpg, `:a1` for SQLAlchemy), each cast to its type."""
+    types: tuple[str, ...] = ORDER_ARRAY_TYPES
+    if function == "intake_place_batch":
+        types = (*ORDER_ARRAY_TYPES, *LAYOUT_ARRAY_TYPES)
+    arguments = ", ".join(f"CAST({p} AS {t})" for p, t in zip(placeholders, types, strict=True))
+    return (
+        "SELECT r_index, r_outcome, r_order_id, r_outbox_id, r_available, r_created_at"
+        f" FROM {function}({arguments})"
+    )
+
+
+def _dollars(count: int) -> list[str]:
+    return [f"${n}" for n in range(1, count + 1)]
+
+
+# asyncpg forms; `placement` builds the per-order call for SQLAlchemy sessions.
+PLACE_ORDERS_SQL = place_sql("intake_place_orders", _dollars(len(ORDER_ARRAY_TYPES)))
+PLACE_BATCH_SQL = place_sql(
+    "intake_place_batch", _dollars(len(ORDER_ARRAY_TYPES) + len(LAYOUT_ARRAY_TYPES))
+)
+# The per-order function runs ~4 statements per order, the set-based one ~3 per batch
+# but each dearer to plan and start: measured on PostgreSQL 15, per call, 1 order 350 µs
+# against 790 µs, 8 orders 1,470 against 1,380 µs, 32 orders 5,020 against 2,850 µs.
+SET_BASED_FROM = 8
 INSTRUMENTS_SQL = (
     "SELECT symbol, tick_size, reference_price, last_price, status"
     " FROM instrument WHERE symbol = ANY($1::text[])"
@@ -125,6 +156,17 @@ def prepare_order(
     )
 
 
+def place_call(
+    prepared: Sequence[PreparedOrder], *, set_based_from: int = SET_BASED_FROM
+) -> tuple[str, list[list[Any]]]:
+    """The intake call for these orders (asyncpg form) and its arguments: the per-order
+    function for a small batch, the set-based one from `set_based_from` orders on."""
+    arguments = place_arguments(prepared)
+    if len(prepared) < set_based_from:
+        return PLACE_ORDERS_SQL, arguments
+    return PLACE_BATCH_SQL, [*arguments, *batch_layout(prepared)]
+
+
 def place_arguments(prepared: Sequence[PreparedOrder]) -> list[list[Any]]:
     """The 17 arrays of `intake_place_orders`, one element per order, in call order."""
     return [
@@ -145,6 +187,48 @@ def place_arguments(prepared: Sequence[PreparedOrder]) -> list[list[Any]]:
         [p.stream for p in prepared],
         [outbox_payload(p.command) for p in prepared],
         [p.cap for p in prepared],
+    ]
+
+
+def batch_layout(prepared: Sequence[PreparedOrder]) -> list[list[Any]]:
+    """Who shares what in a batch, as `intake_place_batch` takes it (1-based slots).
+
+    Per order: the slot of its account, the slot of the position it draws shares from
+    (None unless a sell reserves shares), and the index of the batch's first order with
+    the same (account, client_order_id) (None without one). Per account slot: the
+    account and the largest open-order cap its orders ask for. Per position slot: the
+    account and the symbol.
+    """
+    accounts: dict[uuid.UUID, int] = {}
+    caps: list[int] = []
+    positions: dict[tuple[uuid.UUID, str], int] = {}
+    keys: dict[tuple[uuid.UUID, str], int] = {}
+    account_slots: list[int] = []
+    position_slots: list[int | None] = []
+    key_firsts: list[int | None] = []
+    for index, item in enumerate(prepared, start=1):
+        slot = accounts.setdefault(item.account_id, len(accounts) + 1)
+        if slot > len(caps):
+            caps.append(item.cap)
+        else:
+            caps[slot - 1] = max(caps[slot - 1], item.cap)
+        account_slots.append(slot)
+        order = item.order
+        if order.side == "sell" and item.reservation.shares > 0:
+            key = (item.account_id, order.symbol)
+            position_slots.append(positions.setdefault(key, len(positions) + 1))
+        else:
+            position_slots.append(None)
+        coid = order.client_order_id
+        key_firsts.append(None if coid is None else keys.setdefault((item.account_id, coid), index))
+    return [
+        account_slots,
+        position_slots,
+        key_firsts,
+        list(accounts),
+        caps,
+        [account for account, _ in positions],
+        [symbol for _, symbol in positions],
     ]
 
 
