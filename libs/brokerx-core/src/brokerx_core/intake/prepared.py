@@ -197,39 +197,41 @@ def batch_layout(prepared: Sequence[PreparedOrder]) -> list[list[Any]]:
     (None unless a sell reserves shares), and the index of the batch's first order with
     the same (account, client_order_id) (None without one). Per account slot: the
     account and the largest open-order cap its orders ask for. Per position slot: the
-    account and the symbol.
+    account and the symbol. Slots follow the engine's lock order (accounts by id, then
+    positions by (account, symbol), as `PreparedOrder.lock_key`): the function locks the
+    rows in slot order.
     """
-    accounts: dict[uuid.UUID, int] = {}
-    caps: list[int] = []
-    positions: dict[tuple[uuid.UUID, str], int] = {}
+    accounts = sorted({item.account_id for item in prepared}, key=lambda a: a.bytes)
+    account_slot = {account: slot for slot, account in enumerate(accounts, start=1)}
+    positions = sorted(
+        {(item.account_id, item.order.symbol) for item in prepared if _draws_shares(item)},
+        key=lambda key: (key[0].bytes, key[1]),
+    )
+    position_slot = {key: slot for slot, key in enumerate(positions, start=1)}
+    caps = [0] * len(accounts)
     keys: dict[tuple[uuid.UUID, str], int] = {}
-    account_slots: list[int] = []
-    position_slots: list[int | None] = []
     key_firsts: list[int | None] = []
     for index, item in enumerate(prepared, start=1):
-        slot = accounts.setdefault(item.account_id, len(accounts) + 1)
-        if slot > len(caps):
-            caps.append(item.cap)
-        else:
-            caps[slot - 1] = max(caps[slot - 1], item.cap)
-        account_slots.append(slot)
-        order = item.order
-        if order.side == "sell" and item.reservation.shares > 0:
-            key = (item.account_id, order.symbol)
-            position_slots.append(positions.setdefault(key, len(positions) + 1))
-        else:
-            position_slots.append(None)
-        coid = order.client_order_id
+        slot = account_slot[item.account_id]
+        caps[slot - 1] = max(caps[slot - 1], item.cap)
+        coid = item.order.client_order_id
         key_firsts.append(None if coid is None else keys.setdefault((item.account_id, coid), index))
     return [
-        account_slots,
-        position_slots,
+        [account_slot[item.account_id] for item in prepared],
+        [
+            position_slot[(item.account_id, item.order.symbol)] if _draws_shares(item) else None
+            for item in prepared
+        ],
         key_firsts,
-        list(accounts),
+        accounts,
         caps,
         [account for account, _ in positions],
         [symbol for _, symbol in positions],
     ]
+
+
+def _draws_shares(item: PreparedOrder) -> bool:
+    return item.order.side == "sell" and item.reservation.shares > 0
 
 
 def replay_of(existing: OrderRecord, order: NewOrder) -> Placement:

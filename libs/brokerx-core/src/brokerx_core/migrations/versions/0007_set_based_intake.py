@@ -11,10 +11,11 @@ PostgreSQL's CPU on its own).
 `intake_place_batch` gives every order the outcome `intake_place_orders` gives it, in
 order, with:
 
-1. one statement that locks the batch's accounts (by id, the engine's lock order) and
-   reads their free cash and open orders (counted up to the largest cap asked for);
-   one more for the positions sells draw shares from (by account, symbol), and one for
-   earlier `client_order_id`s, each only when the batch has some;
+1. one statement that locks the batch's accounts (by id, the engine's lock order, one
+   primary-key lookup each) and reads their free cash and open orders (counted up to the
+   largest cap asked for); one more for the positions sells draw shares from (by
+   account, symbol), and one for earlier `client_order_id`s, each only when the batch
+   has some;
 2. the checks, order by order in the order given, in memory: an order sees what the
    earlier orders of the batch reserved, counts their open orders and replays their
    `client_order_id`;
@@ -26,7 +27,8 @@ order, with:
 
 The caller passes the batch's layout (each order's account slot, position slot and the
 batch's first order with the same `client_order_id`, and per slot the account, its cap,
-the position), which it knows already (`brokerx_core.intake.prepared.place_arguments`).
+the position; slots numbered in lock order), which it knows already
+(`brokerx_core.intake.prepared.batch_layout`).
 It locks every account of the batch, sells' too: the write statement runs right after.
 
 Each statement costs more to plan and start than the per-order function's small ones,
@@ -123,33 +125,38 @@ BEGIN
             v_order_id[v_row.i] := v_row.id;
         END LOOP;
     END IF;
-    -- The accounts, locked in the engine's lock order; the count of open orders stops
-    -- at the cap (a busy account never scans all its open orders).
+    -- The accounts, locked one by one in the order given (the engine's lock order: the
+    -- caller sorts them), each through its primary key: a join could scan the whole
+    -- table, dead row versions included. The count of open orders stops at the cap (a
+    -- busy account never scans all its open orders).
     FOR v_row IN
-        SELECT s.slot, ac.cash - ac.reserved_cash AS free,
-               (SELECT count(*) FROM (
-                    SELECT 1 FROM client_order o
-                     WHERE o.account_id = ac.id
-                       AND o.status IN ('pending_new', 'new', 'partially_filled')
-                     LIMIT s.cap) open_orders)::integer AS open_orders
-          FROM account ac
-          JOIN unnest(p_accounts, p_account_caps) WITH ORDINALITY AS s(id, cap, slot)
-            ON ac.id = s.id
-         ORDER BY ac.id
-           FOR NO KEY UPDATE OF ac
+        SELECT s.slot, a.free, a.open_orders
+          FROM unnest(p_accounts, p_account_caps) WITH ORDINALITY AS s(id, cap, slot)
+          CROSS JOIN LATERAL (
+              SELECT ac.cash - ac.reserved_cash AS free,
+                     (SELECT count(*) FROM (
+                          SELECT 1 FROM client_order o
+                           WHERE o.account_id = ac.id
+                             AND o.status IN ('pending_new', 'new', 'partially_filled')
+                           LIMIT s.cap) open_orders)::integer AS open_orders
+                FROM account ac
+               WHERE ac.id = s.id
+                 FOR NO KEY UPDATE) a
     LOOP
         v_free_cash[v_row.slot] := v_row.free;
         v_open[v_row.slot] := v_row.open_orders;
     END LOOP;
-    -- Then the positions sells draw shares from.
+    -- Then the positions sells draw shares from, the same way.
     IF cardinality(p_position_accounts) > 0 THEN
         FOR v_row IN
-            SELECT s.slot, p.quantity - p.reserved_quantity AS free
-              FROM position p
-              JOIN unnest(p_position_accounts, p_position_symbols) WITH ORDINALITY
-                   AS s(a, sym, slot) ON p.account_id = s.a AND p.symbol = s.sym
-             ORDER BY p.account_id, p.symbol
-               FOR NO KEY UPDATE OF p
+            SELECT s.slot, q.free
+              FROM unnest(p_position_accounts, p_position_symbols) WITH ORDINALITY
+                   AS s(a, sym, slot)
+              CROSS JOIN LATERAL (
+                  SELECT p.quantity - p.reserved_quantity AS free
+                    FROM position p
+                   WHERE p.account_id = s.a AND p.symbol = s.sym
+                     FOR NO KEY UPDATE) q
         LOOP
             v_free_shares[v_row.slot] := v_row.free;
         END LOOP;
