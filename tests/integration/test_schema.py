@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import text
@@ -24,25 +27,29 @@ async def _tables(url: str) -> set[str]:
     return names
 
 
-async def test_migrations_up_down_up(servers: ServerUrls) -> None:
+@asynccontextmanager
+async def scratch_database(servers: ServerUrls) -> AsyncIterator[str]:
+    """The URL of an empty database of its own, dropped afterwards."""
     admin = create_async_engine(servers.admin_database_url, isolation_level="AUTOCOMMIT")
     name = f"brokerx_migrations_{uuid.uuid4().hex[:8]}"
-    url = servers.database_url.rsplit("/", 1)[0] + "/" + name
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        import asyncio
+        yield servers.database_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
 
+
+async def test_migrations_up_down_up(servers: ServerUrls) -> None:
+    async with scratch_database(servers) as url:
         await asyncio.to_thread(upgrade, url)
         assert {"client", "account", "client_order", "trade", "audit_event"} <= await _tables(url)
         await asyncio.to_thread(downgrade, url)
         assert await _tables(url) <= {"alembic_version"}
         await asyncio.to_thread(upgrade, url)
         assert "ledger_entry" in await _tables(url)
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def _totp_column_types(url: str) -> set[str]:
@@ -63,14 +70,7 @@ async def _totp_column_types(url: str) -> set[str]:
 async def test_migration_0006_widens_the_totp_columns_and_refuses_to_narrow_ciphertext(
     servers: ServerUrls,
 ) -> None:
-    import asyncio
-
-    admin = create_async_engine(servers.admin_database_url, isolation_level="AUTOCOMMIT")
-    name = f"brokerx_migrations_{uuid.uuid4().hex[:8]}"
-    url = servers.database_url.rsplit("/", 1)[0] + "/" + name
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
+    async with scratch_database(servers) as url:
         await asyncio.to_thread(upgrade, url)
         assert await _totp_column_types(url) == {"text"}
         engine = create_async_engine(url)
@@ -87,10 +87,6 @@ async def test_migration_0006_widens_the_totp_columns_and_refuses_to_narrow_ciph
         assert await _totp_column_types(url) == {"character varying(64)"}
         await asyncio.to_thread(upgrade, url)
         assert await _totp_column_types(url) == {"text"}
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def _client_and_account(conn: object) -> uuid.UUID:
