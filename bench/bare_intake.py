@@ -6,7 +6,8 @@
 Each of `concurrency` workers loops as fast as answers come, exactly as a closed-loop
 HTTP client would, but calls the api's own intake path directly: parse the body
 (`brokerx_core.intake.parse_new_order`), then `IntakeBatcher.place` — the group commit
-the api uses (one call of `intake_place_orders` per batch, then the XADDs), with the
+the api uses (one call of an intake function per batch — `intake_place_orders`, or
+`intake_place_batch` from 8 orders — then the XADDs), with the
 api's INTAKE_CONNECTIONS and INTAKE_BATCH_MAX. Same order mix (new limit orders around
 the reference price, a `client_order_id` on each), own funded accounts. What the api
 adds on top of this — HTTP parsing, routing, auth, dependency injection, JSON
