@@ -43,7 +43,11 @@ _INSTRUMENT = text(
     " FROM instrument WHERE symbol = :symbol"
 )
 _PLACE = text(
-    place_sql("intake_place_orders", [f":a{n}" for n in range(1, len(ORDER_ARRAY_TYPES) + 1)])
+    place_sql(
+        "intake_place_orders",
+        ORDER_ARRAY_TYPES,
+        [f":a{n}" for n in range(1, len(ORDER_ARRAY_TYPES) + 1)],
+    )
 )
 
 
