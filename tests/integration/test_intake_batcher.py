@@ -30,56 +30,14 @@ from brokerx_core.intake.prepared import (
     place_call,
     prepare_order,
 )
-from brokerx_core.intake.pretrade import NewOrder
 from brokerx_core.invariants import find_violations
-from brokerx_core.seed import credit_deposit, grant_shares
+from tests.support.intake import RULES, new_account, order, running_batcher
 from tests.support.polling import eventually
 from tests.support.trading import account_state, count_rows, position_state, stream_commands
 
 pytestmark = pytest.mark.usefixtures("instruments")
 
 BLOCKED_ON_A_LOCK = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
-RULES = intake.TradingRules(
-    price_band_pct=Decimal("10"),
-    market_collar_pct=Decimal("5"),
-    max_open_orders=200,
-    shards=4,
-    session=intake.SessionHours(None, None),
-)
-
-
-async def new_account(engine: AsyncEngine, cash: str, shares: dict[str, int] | None = None) -> Any:
-    client_id, account_id = uuid.uuid4(), uuid.uuid4()
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO client (id, email, password_hash, first_name, last_name,"
-                " date_of_birth, address, status, verified_at) VALUES (:id, :email, 'x', 'T',"
-                " 'T', '1990-01-01', '1 Main St', 'active', now())"
-            ),
-            {"id": client_id, "email": f"b-{client_id.hex[:12]}@example.com"},
-        )
-        await conn.execute(
-            text("INSERT INTO account (id, client_id) VALUES (:id, :client)"),
-            {"id": account_id, "client": client_id},
-        )
-        if Decimal(cash) > 0:
-            await credit_deposit(conn, account_id, Decimal(cash))
-        for symbol, quantity in (shares or {}).items():
-            await grant_shares(conn, account_id, symbol, quantity)
-    return account_id
-
-
-def order(
-    side: str,
-    quantity: int,
-    price: str | None = "190.00",
-    symbol: str = "AAPL",
-    client_order_id: str | None = None,
-) -> NewOrder:
-    kind = "limit" if price is not None else "market"
-    limit = Decimal(price) if price is not None else None
-    return NewOrder(symbol, side, kind, quantity, limit, "day", client_order_id)
 
 
 # Every batch through the per-order function (0003), or the set-based one (0007): both
@@ -94,17 +52,10 @@ def set_based_from(request: pytest.FixtureRequest) -> int:
 async def batcher(
     engine: AsyncEngine, redis: Redis, set_based_from: int
 ) -> AsyncIterator[IntakeBatcher]:
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(url)
-
-    batcher = IntakeBatcher(
-        connect, redis, lambda: RULES, connections=1, set_based_from=set_based_from
-    )
-    await batcher.start()
-    yield batcher
-    await batcher.stop()
+    async for running in running_batcher(
+        engine, redis, connections=1, set_based_from=set_based_from
+    ):
+        yield running
 
 
 def batches() -> tuple[float, float]:

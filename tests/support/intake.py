@@ -1,0 +1,75 @@
+"""Accounts and orders for tests that drive intake directly (no api): `IntakeBatcher`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from brokerx_core import intake
+from brokerx_core.intake.batcher import IntakeBatcher
+from brokerx_core.intake.pretrade import NewOrder
+from brokerx_core.seed import credit_deposit, grant_shares
+
+RULES = intake.TradingRules(
+    price_band_pct=Decimal("10"),
+    market_collar_pct=Decimal("5"),
+    max_open_orders=200,
+    shards=4,
+    session=intake.SessionHours(None, None),
+)
+
+
+async def new_account(engine: AsyncEngine, cash: str, shares: dict[str, int] | None = None) -> Any:
+    client_id, account_id = uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO client (id, email, password_hash, first_name, last_name,"
+                " date_of_birth, address, status, verified_at) VALUES (:id, :email, 'x', 'T',"
+                " 'T', '1990-01-01', '1 Main St', 'active', now())"
+            ),
+            {"id": client_id, "email": f"b-{client_id.hex[:12]}@example.com"},
+        )
+        await conn.execute(
+            text("INSERT INTO account (id, client_id) VALUES (:id, :client)"),
+            {"id": account_id, "client": client_id},
+        )
+        if Decimal(cash) > 0:
+            await credit_deposit(conn, account_id, Decimal(cash))
+        for symbol, quantity in (shares or {}).items():
+            await grant_shares(conn, account_id, symbol, quantity)
+    return account_id
+
+
+def order(
+    side: str,
+    quantity: int,
+    price: str | None = "190.00",
+    symbol: str = "AAPL",
+    client_order_id: str | None = None,
+) -> NewOrder:
+    kind = "limit" if price is not None else "market"
+    limit = Decimal(price) if price is not None else None
+    return NewOrder(symbol, side, kind, quantity, limit, "day", client_order_id)
+
+
+async def running_batcher(
+    engine: AsyncEngine, redis: Redis, **options: Any
+) -> AsyncIterator[IntakeBatcher]:
+    """A started batcher on its own connections to the test database (fixture body)."""
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(url)
+
+    batcher = IntakeBatcher(connect, redis, lambda: RULES, **options)
+    await batcher.start()
+    yield batcher
+    await batcher.stop()
