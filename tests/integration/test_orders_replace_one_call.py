@@ -1,4 +1,4 @@
-"""The api's replace path: read and check, then one call of `intake_replace_order`.
+"""The replace path: read and check, then one call of `intake_replace_order`.
 
 The call locks the order and writes only if the order is still what was checked;
 otherwise the request is checked again on a fresh read. These tests move the order
@@ -176,15 +176,15 @@ async def test_concurrent_replaces_over_http_top_up_once(
 async def test_replace_connections_dropped_by_postgres_cost_at_most_a_503_each(
     api: httpx.AsyncClient, api_app: Any, engine: AsyncEngine, trader: Trader
 ) -> None:
-    """PATCH uses the pool's connections raw (SQLAlchemy does not see its errors): after
-    a PostgreSQL restart each dead connection fails once (503, nothing written) and is
-    dropped from the pool; never a 500."""
+    """PATCH goes through the intake batcher's own connections: after a PostgreSQL
+    restart each dead connection fails one flush (503, nothing written) and is replaced;
+    never a 500."""
     placed = await place(api, trader, quantity=10, price="190.00")
     url, headers = f"/api/v1/orders/{placed['id']}", {**trader.headers, "If-Match": "1"}
     warm = await asyncio.gather(*(api.patch(url, json={"quantity": 10}, headers=headers)
                                   for _ in range(4)))  # fmt: skip
     assert {r.status_code for r in warm} == {202}
-    killed = await terminate_backends(engine, "api")
+    killed = await terminate_backends(engine, "api-intake")
     assert killed >= 1
     outbox_before = await count_rows(engine, "outbox")
 

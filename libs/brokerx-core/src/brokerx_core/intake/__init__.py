@@ -2,10 +2,10 @@
 
 `place_order` runs the pre-trade checks, reserves cash or shares and writes the order
 and its `new_order` command in the caller's transaction; `cancel_order` and
-`cancel_all` write cancels there too, and `replaces.replace_order_on` writes a replace
-on a plain connection (its own one-call transaction). The caller commits, then publishes with
-`brokerx_core.commands.publish_commands`. Refusals are `IntakeError`s carrying API.md's
-error codes.
+`cancel_all` write cancels there too, and `replaces` writes replaces on a plain
+connection (one autocommitted call for one request or a group commit's). The caller
+commits, then publishes with `brokerx_core.commands.publish_commands`. Refusals are
+`IntakeError`s carrying API.md's error codes.
 """
 
 from brokerx_core.intake.amend import Amended, cancel_all, cancel_order

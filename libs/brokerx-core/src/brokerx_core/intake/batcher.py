@@ -17,6 +17,10 @@ waiting (up to `max_batch`) and run, per batch:
 3. one pipelined XADD of the accepted orders' commands (after the commit, as the
    single-order path does; the outbox relay covers a failed publish).
 
+Cancels and replaces queue the same way and are flushed by the same tasks, after the
+new orders: cancels in two round trips (`cancels.cancel_orders`), replaces in two
+(`replaces.replace_orders`), each with its own XADD.
+
 While one batch is in flight, the next requests queue up, so batches grow with load and
 an idle system answers a lone request at once (no timer). Every order still gets
 exactly the outcome it would get alone: its own checks, its own reservation, its own
@@ -32,7 +36,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from prometheus_client import Histogram
@@ -56,6 +60,7 @@ from brokerx_core.intake.prepared import (
 )
 from brokerx_core.intake.pretrade import InstrumentTerms, NewOrder
 from brokerx_core.intake.records import ORDER_COLUMNS, ORDERS_BY_IDS_SQL, OrderRecord
+from brokerx_core.intake.replaces import ReplaceRequest, replace_orders
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.observability.logging import get_logger
 
@@ -75,12 +80,19 @@ _BY_CLIENT_ORDER_IDS = (
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _ATTEMPTS = 5
 
+_T = TypeVar("_T")
 Connect = Callable[[], Any]  # () -> Awaitable[asyncpg.Connection]
 
 
 @dataclass(slots=True)
 class _Cancel:
     request: CancelRequest
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+@dataclass(slots=True)
+class _Replace:
+    request: ReplaceRequest
     future: asyncio.Future[Any] = field(repr=False)
 
 
@@ -119,6 +131,7 @@ class IntakeBatcher:
         self._set_based_from = set_based_from
         self._waiting: list[_Request] = []
         self._cancels: list[_Cancel] = []
+        self._replaces: list[_Replace] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -133,9 +146,13 @@ class IntakeBatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        _fail([*self._waiting, *self._cancels], ConnectionError("intake is shutting down"))
+        _fail(
+            [*self._waiting, *self._cancels, *self._replaces],
+            ConnectionError("intake is shutting down"),
+        )
         self._waiting.clear()
         self._cancels.clear()
+        self._replaces.clear()
 
     async def place(
         self,
@@ -162,6 +179,19 @@ class IntakeBatcher:
         self._wake.set()
         return await future
 
+    async def replace(self, request: ReplaceRequest) -> Amended:
+        """Write one `replace` command (topping up the reservation when the new terms
+        need more); raises its `IntakeError`, or a database error."""
+        if not self._tasks:
+            raise RuntimeError("IntakeBatcher.start() was not called")
+        future: asyncio.Future[Amended] = asyncio.get_running_loop().create_future()
+        self._replaces.append(_Replace(request, future))
+        self._wake.set()
+        return await future
+
+    def _idle(self) -> bool:
+        return not (self._waiting or self._cancels or self._replaces)
+
     # --- flushing -----------------------------------------------------------------
 
     async def _flusher(self) -> None:
@@ -169,15 +199,15 @@ class IntakeBatcher:
         try:
             while True:
                 await self._wake.wait()
-                if not self._waiting and not self._cancels:
+                if self._idle():
                     self._wake.clear()
                     continue
-                batch = self._waiting[: self._max_batch]
-                del self._waiting[: self._max_batch]
-                cancels = self._cancels[: self._max_batch]
-                del self._cancels[: self._max_batch]
-                if not self._waiting and not self._cancels:
+                batch = _take(self._waiting, self._max_batch)
+                cancels = _take(self._cancels, self._max_batch)
+                replaces = _take(self._replaces, self._max_batch)
+                if self._idle():
                     self._wake.clear()
+                taken: list[_Request | _Cancel | _Replace] = [*batch, *cancels, *replaces]
                 try:
                     if connection is None or connection.is_closed():
                         connection = await self._connect()
@@ -185,8 +215,10 @@ class IntakeBatcher:
                         await self._flush(connection, batch)
                     if cancels:
                         await self._flush_cancels(connection, cancels)
+                    if replaces:
+                        await self._flush_replaces(connection, replaces)
                 except asyncio.CancelledError:
-                    _fail([*batch, *cancels], ConnectionError("intake is shutting down"))
+                    _fail(taken, ConnectionError("intake is shutting down"))
                     raise
                 except Exception as exc:  # the batch's requests get the error (503 in the api)
                     if _connection_lost(exc, connection):
@@ -194,7 +226,7 @@ class IntakeBatcher:
                         connection = None
                     if isinstance(exc, asyncpg.InternalClientError):
                         exc = ConnectionError(f"intake connection broken: {exc}")
-                    _fail([*batch, *cancels], exc)
+                    _fail(taken, exc)
         finally:
             await _close(connection)
 
@@ -203,11 +235,24 @@ class IntakeBatcher:
         outcomes = await cancel_orders(
             connection, [c.request for c in cancels], shards=rules.shards, now=self._clock()
         )
+        await self._publish_amended(cancels, outcomes)
+
+    async def _flush_replaces(self, connection: Any, replaces: list[_Replace]) -> None:
+        rules = self._rules()
+        outcomes = await replace_orders(
+            connection, [r.request for r in replaces], rules=rules, now=self._clock()
+        )
+        await self._publish_amended(replaces, outcomes)
+
+    async def _publish_amended(
+        self, requests: Sequence[_Cancel | _Replace], outcomes: Sequence[Amended | IntakeError]
+    ) -> None:
         commands = [o.command for o in outcomes if isinstance(o, Amended)]
         if commands:
+            commands.sort(key=lambda command: command.outbox_id)
             await publish_commands(self._redis, commands)
-        for cancel, outcome in zip(cancels, outcomes, strict=True):
-            _settle(cancel, outcome)
+        for request, outcome in zip(requests, outcomes, strict=True):
+            _settle(request, outcome)
 
     async def _flush(self, connection: Any, batch: list[_Request]) -> None:
         BATCH_SIZE.observe(len(batch))
@@ -338,7 +383,13 @@ async def _place(
     return [outcome_of(p, row, existing, shards) for p, row in zip(prepared, rows, strict=True)]
 
 
-def _settle(request: _Request | _Cancel, outcome: object) -> None:
+def _take(queue: list[_T], limit: int) -> list[_T]:
+    taken = queue[:limit]
+    del queue[:limit]
+    return taken
+
+
+def _settle(request: _Request | _Cancel | _Replace, outcome: object) -> None:
     if request.future.done():  # the client went away; its order stands regardless
         return
     if isinstance(outcome, BaseException):
@@ -347,7 +398,7 @@ def _settle(request: _Request | _Cancel, outcome: object) -> None:
         request.future.set_result(outcome)
 
 
-def _fail(batch: Sequence[_Request | _Cancel], exc: BaseException) -> None:
+def _fail(batch: Sequence[_Request | _Cancel | _Replace], exc: BaseException) -> None:
     for request in batch:
         _settle(request, exc)
 

@@ -6,7 +6,6 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
 from brokerx_api.auth.deps import CurrentClient, current_client
@@ -53,16 +52,6 @@ IDEMPOTENCY_KEY_PARAMETER = _optional_header(
     "Idempotency-Key", "Same meaning as `client_order_id`."
 )
 IF_MATCH_PARAMETER = _optional_header("If-Match", "The order `version`, bare or quoted.")
-
-
-# Errors after which a raw pooled connection must not be used again.
-_CONNECTION_TROUBLE = (
-    asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-    OSError,
-)
 
 
 def _json(body: bytes, status_code: int, headers: dict[str, str] | None = None) -> Response:
@@ -185,30 +174,14 @@ async def amend_order(request: Request, order_id: str) -> Response:
     it and a `replaced` or `replace_rejected` report follows. A replace that needs more
     cash or shares reserves the difference now."""
     client = await current_client(request)
-    state = request.app.state
-    # A connection of the api's pool (DB_POOL_SIZE, DB_POOL_TIMEOUT_SECONDS: 503), used
-    # as a plain asyncpg connection outside any transaction: the replace is one
-    # autocommitted call of `intake_replace_order`, then published.
-    async with state.engine.connect() as connection:
-        conn = (await connection.get_raw_connection()).driver_connection
-        try:
-            order = await service.amend_order(
-                conn,
-                state.redis,
-                state.settings,
-                account_id=client.account_id,
-                order_id=order_id,
-                if_match=request.headers.get("if-match"),
-                raw_body=await request.body(),
-                correlation_id=str(request.state.correlation_id),
-            )
-        except _CONNECTION_TROUBLE as exc:
-            # SQLAlchemy did not see the error (raw connection): drop the connection
-            # from the pool ourselves, so the next request gets a new one, and answer
-            # 503 (closed, dropped, or — InternalClientError — terminated by PostgreSQL
-            # as a statement started).
-            await connection.invalidate(exc)
-            raise ConnectionError("the database connection was lost") from exc
+    order = await service.amend_order(
+        request.app.state.intake,
+        account_id=client.account_id,
+        order_id=order_id,
+        if_match=request.headers.get("if-match"),
+        raw_body=await request.body(),
+        correlation_id=str(request.state.correlation_id),
+    )
     return _json(order_json(order), 202)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,7 +29,7 @@ from brokerx_core.intake import (
 )
 from brokerx_core.intake.batcher import IntakeBatcher
 from brokerx_core.intake.cancels import CancelRequest
-from brokerx_core.intake.replaces import replace_order_on
+from brokerx_core.intake.replaces import ReplaceRequest
 
 _RULES: dict[int, tuple[ApiSettings, TradingRules]] = {}
 
@@ -112,9 +111,7 @@ async def submit_order(
 
 
 async def amend_order(
-    conn: Any,
-    redis: Redis,
-    settings: ApiSettings,
+    batcher: IntakeBatcher,
     *,
     account_id: uuid.UUID,
     order_id: str,
@@ -122,24 +119,18 @@ async def amend_order(
     raw_body: bytes,
     correlation_id: str,
 ) -> OrderRecord:
-    """PATCH /orders/{id} on an asyncpg connection: the replace written (one server-side
-    call, `intake_replace_order`), then published; the order as persisted."""
+    """PATCH /orders/{id}: the replace written (group commit, `replaces.replace_orders`)
+    and published; the order as persisted."""
     expected_version = parse_if_match(if_match, required=True)
     assert expected_version is not None
     try:
         amendment = intake.parse_amendment(decode_body(raw_body))
-        amended = await replace_order_on(
-            conn,
-            account_id=account_id,
-            order_id=_existing_order_id(order_id),
-            expected_version=expected_version,
-            amendment=amendment,
-            rules=trading_rules(settings),
-            correlation_id=correlation_id,
+        request = ReplaceRequest(
+            account_id, _existing_order_id(order_id), expected_version, amendment, correlation_id
         )
+        amended = await batcher.replace(request)
     except IntakeError as exc:
         raise http_error(exc) from exc
-    await publish_commands(redis, [amended.command])
     return amended.order
 
 
