@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokerx_core import intake
 from brokerx_core.intake.batcher import IntakeBatcher
 from brokerx_core.intake.pretrade import NewOrder
-from brokerx_core.seed import credit_deposit, grant_shares
+from tests.support.trading import insert_funded_account
 
 RULES = intake.TradingRules(
     price_band_pct=Decimal("10"),
@@ -27,24 +25,9 @@ RULES = intake.TradingRules(
 
 
 async def new_account(engine: AsyncEngine, cash: str, shares: dict[str, int] | None = None) -> Any:
-    client_id, account_id = uuid.uuid4(), uuid.uuid4()
+    """A funded account of a new active client (no session: intake only needs the account)."""
     async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO client (id, email, password_hash, first_name, last_name,"
-                " date_of_birth, address, status, verified_at) VALUES (:id, :email, 'x', 'T',"
-                " 'T', '1990-01-01', '1 Main St', 'active', now())"
-            ),
-            {"id": client_id, "email": f"b-{client_id.hex[:12]}@example.com"},
-        )
-        await conn.execute(
-            text("INSERT INTO account (id, client_id) VALUES (:id, :client)"),
-            {"id": account_id, "client": client_id},
-        )
-        if Decimal(cash) > 0:
-            await credit_deposit(conn, account_id, Decimal(cash))
-        for symbol, quantity in (shares or {}).items():
-            await grant_shares(conn, account_id, symbol, quantity)
+        _, account_id = await insert_funded_account(conn, cash=cash, shares=shares)
     return account_id
 
 

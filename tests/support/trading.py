@@ -33,6 +33,32 @@ class Trader:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+async def insert_funded_account(
+    conn: Any, *, cash: Decimal | str = "0", shares: dict[str, int] | None = None
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """An active, verified client with an account, cash entered as a deposit and shares
+    as seed grants, in the caller's transaction; (client id, account id)."""
+    client_id, account_id = uuid.uuid4(), uuid.uuid4()
+    await conn.execute(
+        text(
+            "INSERT INTO client (id, email, password_hash, first_name, last_name,"
+            " date_of_birth, address, status, verified_at)"
+            " VALUES (:id, :email, 'x', 'Test', 'Trader', '1990-01-01', '1 Main St',"
+            " 'active', now())"
+        ),
+        {"id": client_id, "email": f"trader-{client_id.hex[:12]}@example.com"},
+    )
+    await conn.execute(
+        text("INSERT INTO account (id, client_id) VALUES (:id, :client)"),
+        {"id": account_id, "client": client_id},
+    )
+    if Decimal(cash) > 0:
+        await credit_deposit(conn, account_id, Decimal(cash))
+    for symbol, quantity in (shares or {}).items():
+        await grant_shares(conn, account_id, symbol, quantity)
+    return client_id, account_id
+
+
 async def create_trader(
     engine: AsyncEngine,
     api_app: Any,
@@ -43,25 +69,9 @@ async def create_trader(
     """An active client with an account, cash, shares and a live login session."""
     from brokerx_api.auth.deps import token_service_from
 
-    client_id, account_id, session_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    session_id = uuid.uuid4()
     async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO client (id, email, password_hash, first_name, last_name,"
-                " date_of_birth, address, status, verified_at)"
-                " VALUES (:id, :email, 'x', 'Test', 'Trader', '1990-01-01', '1 Main St',"
-                " 'active', now())"
-            ),
-            {"id": client_id, "email": f"trader-{client_id.hex[:12]}@example.com"},
-        )
-        await conn.execute(
-            text("INSERT INTO account (id, client_id) VALUES (:id, :client)"),
-            {"id": account_id, "client": client_id},
-        )
-        if Decimal(cash) > 0:
-            await credit_deposit(conn, account_id, Decimal(cash))
-        for symbol, quantity in (shares or {}).items():
-            await grant_shares(conn, account_id, symbol, quantity)
+        client_id, account_id = await insert_funded_account(conn, cash=cash, shares=shares)
         await conn.execute(
             text(
                 "INSERT INTO auth_session (id, client_id, expires_at)"
