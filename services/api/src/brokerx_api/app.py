@@ -21,6 +21,7 @@ from brokerx_api.marketdata.endpoints import router as marketdata_router
 from brokerx_api.metrics import router as metrics_router
 from brokerx_api.middleware import RequestIdMiddleware
 from brokerx_api.openapi import install_openapi
+from brokerx_api.order_fast_path import OrderFastPath
 from brokerx_api.orders.endpoints import router as orders_router
 from brokerx_api.request_metrics import instrument
 from brokerx_api.settings import ApiSettings
@@ -103,6 +104,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.shutdown_hooks = []
     install_error_handlers(app)
     install_openapi(app)
+    # Added first, so innermost: inside the request ids, metrics and body limit.
+    app.add_middleware(OrderFastPath, prefix=API_PREFIX)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_router)
