@@ -97,7 +97,7 @@ async def relay(sessionmaker: async_sessionmaker[AsyncSession], redis: Redis) ->
     """The worker's outbox relay, as its background task runs it (faster cadence)."""
     while True:
         with contextlib.suppress(Exception):  # Redis flushed under it: next pass
-            await relay_pass(sessionmaker, redis, republish_after_seconds=1.0)
+            await relay_pass(sessionmaker, redis, republish_after_seconds=1.0, shards=4)
         await asyncio.sleep(0.5)
 
 

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -21,7 +23,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from brokerx_core.commands import order_command, outbox_payload
 from brokerx_core.db import create_sessionmaker
+from brokerx_core.streams import order_stream_for
 from brokerx_worker.jobs.outbox import outbox_relay, relay_pass
 from brokerx_worker.settings import WorkerSettings
 from tests.conftest import settings_overrides
@@ -30,6 +34,8 @@ from tests.support.servers import ServerUrls
 from tests.support.trading import Trader, create_trader, outbox_rows, stream_commands
 
 pytestmark = pytest.mark.usefixtures("instruments")
+
+SHARDS = 4  # MATCHING_SHARDS of the api under test (the default)
 
 
 @pytest.fixture
@@ -68,6 +74,7 @@ async def age_outbox(engine: AsyncEngine, seconds: int = 10) -> None:
 async def run_pass(
     sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, **kwargs: Any
 ) -> int:
+    kwargs.setdefault("shards", SHARDS)
     return await relay_pass(sessionmaker, redis, republish_after_seconds=2.0, **kwargs)
 
 
@@ -191,6 +198,42 @@ async def test_oldest_rows_go_first_in_bounded_batches(
     assert [str(c.order_id) for _, c in await stream_commands(redis)] == orders[:2]
     assert await run_pass(sessionmaker, redis, batch_size=2) == 1
     assert sorted(str(c.order_id) for _, c in await stream_commands(redis)) == sorted(orders)
+
+
+async def test_commands_written_under_another_shard_count_go_to_their_current_shard(
+    engine: AsyncEngine, redis: Redis, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """MATCHING_SHARDS was lowered (or changed) after these rows were written: the stream
+    they name has no engine any more, so the relay routes by symbol under the current
+    count. A cancel or replace sent to the old stream would never be applied."""
+    ts = datetime.now(UTC)
+    cancel = order_command("cancel", uuid.uuid4(), "MSFT", 1, ts=ts)
+    replace = order_command(
+        "replace", uuid.uuid4(), "AAPL", 2, ts=ts, new_quantity=5, new_limit_price=Decimal("191.00")
+    )
+    # orders.5 existed while MATCHING_SHARDS was 8 (or 6); AAPL was on orders.2 with 5.
+    written = [(cancel, "orders.5"), (replace, "orders.2")]
+    async with engine.begin() as conn:
+        for command, stream in written:
+            await conn.execute(
+                text("INSERT INTO outbox (stream, payload) VALUES (:s, :p)"),
+                {"s": stream, "p": outbox_payload(command)},
+            )
+    await age_outbox(engine)
+
+    assert await run_pass(sessionmaker, redis, shards=SHARDS) == 2
+
+    rows = await outbox_rows(engine)
+    expected = {
+        row.id: (order_stream_for(command.symbol, SHARDS), command.order_id)
+        for row, (command, _stream) in zip(rows, written, strict=True)
+    }
+    assert {v[0] for v in expected.values()} == {"orders.3", "orders.0"}
+    sent = await stream_commands(redis, shards=8)  # every stream either count names
+    assert {c.outbox_id: (stream, c.order_id) for stream, c in sent} == expected
+    assert len(sent) == 2
+    assert await redis.exists("orders.5", "orders.2") == 0
+    assert all(row.attempts == 1 for row in rows)
 
 
 @pytest.fixture

@@ -1,11 +1,15 @@
 """The report outbox in normal operation (in-process, real PostgreSQL and Redis): every
 report goes through it once, published rows are deleted, nothing is published twice,
-and rows left by a previous owner are republished in order when a shard is taken. The
+rows left by a previous owner are republished in order when a shard is taken, and those
+of shards that no longer exist (MATCHING_SHARDS lowered) when shard 0 is taken. The
 crash between commit and XADD is tests/e2e/test_report_outbox_crash.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -13,6 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokerx_core.streams import EXECUTIONS_STREAM
+from brokerx_matching.service import MatchingService
+from brokerx_matching.settings import MatchingSettings
 from tests.integration.engine_helpers import (
     assert_invariants,
     events,
@@ -161,3 +167,56 @@ async def test_rows_left_in_the_outbox_are_republished_in_order_when_a_shard_is_
     ] + [{"shard": 3, "n": n} for n in range(3)]
     for shard in (0, 2, 3):
         assert [r["n"] for r in sent if r["shard"] == shard] == [0, 1, 2]
+
+
+@contextlib.asynccontextmanager
+async def serving_shard_zero_only(settings: MatchingSettings) -> AsyncIterator[None]:
+    """The matching service owning shard 0 alone (`max_owned_shards=1`: it tries the
+    shards in order), once shard 0 serves."""
+    service = MatchingService(settings)
+    task = asyncio.create_task(service.serve(), name="matching-shard-0")
+
+    async def serving() -> list[int]:
+        if task.done():
+            task.result()  # surface the crash
+        return service.shards.serving_shards
+
+    try:
+        await eventually(serving, lambda s: s == [0], timeout=15, message="shard 0 not served")
+        yield
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_shard_zero_republishes_the_rows_of_shards_that_no_longer_exist(
+    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis
+) -> None:
+    """MATCHING_SHARDS was lowered from 6 to 4: shards 4 and 5 have no owner any more.
+    Their rows go out in id order, and leave the outbox, when shard 0 is taken; the rows
+    of shards 1 and 3 are their own owners' business and stay where they are."""
+    rows = [
+        (5, json.dumps({"shard": 5, "n": 0})),
+        (1, json.dumps({"shard": 1, "n": 0})),
+        (4, "\n".join(json.dumps({"shard": 4, "n": n}) for n in range(2))),  # one batch
+        (3, json.dumps({"shard": 3, "n": 0})),
+        (5, json.dumps({"shard": 5, "n": 1})),
+    ]
+    async with engine.begin() as conn:
+        for shard, payload in rows:
+            await conn.execute(
+                text("INSERT INTO report_outbox (shard, reports) VALUES (:s, :p)"),
+                {"s": shard, "p": payload},
+            )
+    settings = matching_settings(servers, database_url, matching_shards=4, max_owned_shards=1)
+
+    async with serving_shard_zero_only(settings):
+        entries = await redis.xrange(EXECUTIONS_STREAM)
+        async with engine.connect() as conn:
+            left = (
+                await conn.execute(text("SELECT shard, reports FROM report_outbox ORDER BY id"))
+            ).all()
+
+    sent = [json.loads(fields[b"data"]) for _id, fields in entries]
+    assert [(r["shard"], r["n"]) for r in sent] == [(5, 0), (4, 0), (4, 1), (5, 1)]
+    assert [tuple(row) for row in left] == [rows[1], rows[3]]

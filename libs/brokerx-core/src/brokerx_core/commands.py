@@ -81,13 +81,17 @@ def outbox_payload(command: OrderCommand) -> str:
     return command.model_dump_json(exclude={"outbox_id"})
 
 
-def pending_from_outbox(outbox_id: int, stream: str, payload: str) -> PendingCommand:
-    """Rebuild the message of an outbox row (the relay's path): the payload plus its id.
+def pending_from_outbox(outbox_id: int, payload: str, *, shards: int) -> PendingCommand:
+    """Rebuild the message of an outbox row (the relay's path): the payload plus its id,
+    routed to its symbol's stream under `shards` (the current `MATCHING_SHARDS`).
+
+    The row's own `stream` column is not used: it names the shard of the count in force
+    when the command was written, which no engine may consume any more once the count
+    changed (docs/decisions.md, "Report outbox").
 
     Raises pydantic.ValidationError when the payload is not a command.
     """
-    command = OrderCommand.model_validate_json(payload)
-    return PendingCommand(outbox_id, stream, command.model_copy(update={"outbox_id": outbox_id}))
+    return stamp(OrderCommand.model_validate_json(payload), outbox_id, shards)
 
 
 def stamp(command: OrderCommand, outbox_id: int, shards: int) -> PendingCommand:

@@ -47,6 +47,7 @@ from brokerx_matching.recovery import (
     recent_trades,
 )
 from brokerx_matching.redis_link import RedisLink
+from brokerx_matching.report_outbox import ORPHANS_OWNER, republish_orphans
 from brokerx_matching.settings import MatchingSettings
 from brokerx_matching.shard_stream import Cursor, Entry, RecoveryNeeded, ShardStream, at_end
 from brokerx_matching.state import Command, OrderState
@@ -170,14 +171,20 @@ class ShardConsumer:
     # ------------------------------------------------------------- recovery
 
     async def recover(self) -> None:
-        """Republish the reports left in the report outbox, rebuild the books, re-apply
-        pending_new orders, rewrite md:*, then drain the group's pending entries
-        (docs/trading.md, "Recovery")."""
+        """Republish the reports left in the report outbox (shard 0: also those of the
+        shards >= MATCHING_SHARDS), rebuild the books, re-apply pending_new orders,
+        rewrite md:*, then drain the group's pending entries (docs/trading.md,
+        "Recovery")."""
         started = time.perf_counter()
         self.engine = None
         republished = await self.runner.outbox.republish(self.conn, self.runner.publisher)
         if republished:
             log.warning("reports_republished", stream=self.stream, reports=republished)
+        if self.shard == ORPHANS_OWNER:
+            shards = self.settings.matching_shards
+            orphans = await republish_orphans(self.conn, self.runner.publisher, shards)
+            if orphans:
+                log.warning("orphan_reports_republished", shards=shards, reports=orphans)
         await self.entries.ensure_group()
         self.engine = await self._rebuild()
         await self._apply_pending_new()

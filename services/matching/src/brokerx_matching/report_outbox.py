@@ -26,6 +26,11 @@ publishing them, or whose publish failed — then deletes them, before the shard
 anything new. Rows this process knows it already published are deleted without being
 sent again. After a crash the last published batch may go out twice: report ids are
 deterministic and both consumers (api hub, notifier) de-duplicate on them.
+
+Lowering `MATCHING_SHARDS` to N leaves rows of shards >= N that no owner will ever
+republish. The owner of shard 0 takes them over (`republish_orphans`): when it takes
+shard 0, right after that shard's own rows, it puts every row of a shard >= N on
+`executions` in id order and deletes exactly those rows, before serving.
 """
 
 from __future__ import annotations
@@ -42,8 +47,34 @@ _SHARD_ROWS = "SELECT id, reports FROM report_outbox WHERE shard = $1::smallint 
 _DELETE_RANGE = (
     "DELETE FROM report_outbox WHERE shard = $1::smallint AND id BETWEEN $2::bigint AND $3::bigint"
 )
+# Rows of shards that no longer exist (>= MATCHING_SHARDS), all of them in id order.
+_ORPHAN_ROWS = "SELECT id, reports FROM report_outbox WHERE shard >= $1::smallint ORDER BY id"
+_DELETE_ORPHANS = "DELETE FROM report_outbox WHERE shard >= $1::smallint AND id = ANY($2::bigint[])"
 # Republished reports go out this many per publish script (bounded arguments).
 REPUBLISH_CHUNK = 1000
+# The shard whose owner republishes the rows of the shards that no longer exist.
+ORPHANS_OWNER = 0
+
+
+async def _publish_chunked(publisher: BatchPublisher, payloads: Sequence[bytes]) -> None:
+    for start in range(0, len(payloads), REPUBLISH_CHUNK):
+        await publisher.publish(payloads[start : start + REPUBLISH_CHUNK], (), ())
+
+
+async def republish_orphans(conn: Connection, publisher: BatchPublisher, shards: int) -> int:
+    """Put the rows of shards >= `shards` (left when MATCHING_SHARDS was lowered) on
+    `executions` in id order, then delete those rows; returns how many reports went out.
+
+    Run by the owner of shard `ORPHANS_OWNER` when it takes it, on that shard's
+    connection; a failure leaves the rows for its next recovery.
+    """
+    rows = await conn.fetch(_ORPHAN_ROWS, shards)
+    if not rows:
+        return 0
+    payloads = [line.encode() for _id, lines in rows for line in lines.split("\n")]
+    await _publish_chunked(publisher, payloads)
+    await conn.execute(_DELETE_ORPHANS, shards, [id_ for id_, _lines in rows])
+    return len(payloads)
 
 
 class ReportOutbox:
@@ -96,8 +127,7 @@ class ReportOutbox:
             if known is None or not known[0] <= id_ <= known[1]
             for line in lines.split("\n")
         ]
-        for start in range(0, len(payloads), REPUBLISH_CHUNK):
-            await publisher.publish(payloads[start : start + REPUBLISH_CHUNK], (), ())
+        await _publish_chunked(publisher, payloads)
         if rows:
             await conn.execute(_DELETE_RANGE, self.shard, rows[0][0], rows[-1][0])
         self._published = self._unpublished = None

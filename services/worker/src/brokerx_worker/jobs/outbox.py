@@ -10,6 +10,11 @@ each attempt, see MAX_BACKOFF_DOUBLINGS), oldest first, 500 at a time under
 `outbox_id` and stamps `published_at`/`attempts`. A republished command the engine
 already applied is harmless: the engine skips commands whose row is gone.
 
+Each command goes to the stream its symbol maps to under the CURRENT `MATCHING_SHARDS`,
+not to the row's `stream` column (the shard when it was written): after the shard count
+changed, that stream may have no consumer any more, and a cancel or replace sent there
+would never be applied (new orders are also re-picked by recovery, by symbol).
+
 When nothing is left behind (the fast path works) a pass is one index probe in
 autocommit, whatever the order rate: no transaction, no row touched.
 
@@ -73,9 +78,11 @@ async def relay_pass(
     redis: Redis,
     *,
     republish_after_seconds: float,
+    shards: int,
     batch_size: int = BATCH_SIZE,
 ) -> int:
-    """Republish one batch of due outbox rows; returns how many were published.
+    """Republish one batch of due outbox rows to their symbols' streams under `shards`
+    (the current `MATCHING_SHARDS`); returns how many were published.
 
     Raises when PostgreSQL or Redis fails: nothing is stamped and the rows stay due.
     """
@@ -95,12 +102,18 @@ async def relay_pass(
         if not rows:
             return 0
         pending: list[PendingCommand] = []
+        rerouted = 0
         for row in rows:
             try:
-                pending.append(pending_from_outbox(row.id, row.stream, row.payload))
+                command = pending_from_outbox(row.id, row.payload, shards=shards)
             except ValidationError:
                 # Not a command: publishing it again and again would not help the engine.
                 log.error("outbox_row_unreadable", outbox_id=row.id)
+                continue
+            pending.append(command)
+            rerouted += command.stream != row.stream
+        if rerouted:  # written under another shard count
+            log.warning("outbox_rerouted", count=rerouted, shards=shards)
         if pending:
             sent = await publish_commands(redis, pending)
             if sent != len(pending):
@@ -131,6 +144,7 @@ async def outbox_relay(ctx: dict[str, Any]) -> None:
                 ctx["sessionmaker"],
                 ctx["streams"],
                 republish_after_seconds=settings.outbox_republish_after_seconds,
+                shards=settings.matching_shards,
             )
             full_batch = published >= BATCH_SIZE
         except asyncio.CancelledError:
