@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from brokerx_core.observability.multiprocess import (
     MULTIPROC_ENV,
@@ -74,3 +78,62 @@ def test_without_the_variable_the_process_registry_is_scraped(
 ) -> None:
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     assert scrape_registry() is REGISTRY
+
+
+# A fresh interpreter in multiprocess mode: the api package makes values read a cached
+# pid; a forked child must still write its own file (the library's own fork detection).
+CACHED_PID_PROBE = """
+import os
+import brokerx_api.app  # the package swaps the value class before any metric exists
+from prometheus_client import Counter
+from brokerx_core.observability.multiprocess import use_cached_pid
+
+import sys
+calls = []
+counter = Counter("fork_probe", "probe")
+sys.setprofile(lambda f, event, arg: calls.append(1) if arg is os.getpid else None)
+for _ in range(100):
+    counter.inc()
+sys.setprofile(None)
+print("getpid calls", len(calls))
+print("swapped again", use_cached_pid())
+child = os.fork()
+if child == 0:
+    counter.inc(1000)
+    os._exit(0)
+os.waitpid(child, 0)
+counter.inc()
+print("pids", os.getpid(), child)
+"""
+
+
+def test_metric_values_skip_getpid_and_a_forked_child_still_counts_apart(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", CACHED_PID_PROBE], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "getpid calls 0" in out.stdout, out.stdout  # no system call per increment
+    assert "swapped again False" in out.stdout
+    parent, child = out.stdout.split("pids ", 1)[1].split()
+    assert (tmp_path / f"counter_{parent}.db").exists()
+    assert (tmp_path / f"counter_{child}.db").exists()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert registry.get_sample_value("fork_probe_total") == 101 + 1000
+
+
+def test_the_pid_is_not_cached_once_the_process_has_metrics(tmp_path: Path) -> None:
+    probe = (
+        "from prometheus_client import Counter, values\n"
+        "Counter('early', 'made before the swap')\n"
+        "from brokerx_core.observability.multiprocess import use_cached_pid\n"
+        "before = values.ValueClass\n"
+        "print(use_cached_pid(), values.ValueClass is before)\n"
+    )
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
