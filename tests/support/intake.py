@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from brokerx_core import intake
 from brokerx_core.intake.batcher import IntakeBatcher
 from brokerx_core.intake.pretrade import NewOrder
-from tests.support.trading import insert_funded_account
+from tests.support import orders_sql
 
 RULES = intake.TradingRules(
     price_band_pct=Decimal("10"),
@@ -27,8 +27,8 @@ RULES = intake.TradingRules(
 async def new_account(engine: AsyncEngine, cash: str, shares: dict[str, int] | None = None) -> Any:
     """A funded account of a new active client (no session: intake only needs the account)."""
     async with engine.begin() as conn:
-        _, account_id = await insert_funded_account(conn, cash=cash, shares=shares)
-    return account_id
+        funded = await orders_sql.create_trader(conn, cash=Decimal(cash), shares=shares)
+    return funded.account_id
 
 
 def order(

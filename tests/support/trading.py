@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokerx_core.messages import OrderCommand, decode_command
-from brokerx_core.seed import credit_deposit, grant_shares
+from tests.support import orders_sql
 
 
 @dataclass(frozen=True)
@@ -31,32 +31,6 @@ class Trader:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
-
-
-async def insert_funded_account(
-    conn: Any, *, cash: Decimal | str = "0", shares: dict[str, int] | None = None
-) -> tuple[uuid.UUID, uuid.UUID]:
-    """An active, verified client with an account, cash entered as a deposit and shares
-    as seed grants, in the caller's transaction; (client id, account id)."""
-    client_id, account_id = uuid.uuid4(), uuid.uuid4()
-    await conn.execute(
-        text(
-            "INSERT INTO client (id, email, password_hash, first_name, last_name,"
-            " date_of_birth, address, status, verified_at)"
-            " VALUES (:id, :email, 'x', 'Test', 'Trader', '1990-01-01', '1 Main St',"
-            " 'active', now())"
-        ),
-        {"id": client_id, "email": f"trader-{client_id.hex[:12]}@example.com"},
-    )
-    await conn.execute(
-        text("INSERT INTO account (id, client_id) VALUES (:id, :client)"),
-        {"id": account_id, "client": client_id},
-    )
-    if Decimal(cash) > 0:
-        await credit_deposit(conn, account_id, Decimal(cash))
-    for symbol, quantity in (shares or {}).items():
-        await grant_shares(conn, account_id, symbol, quantity)
-    return client_id, account_id
 
 
 async def create_trader(
@@ -71,7 +45,8 @@ async def create_trader(
 
     session_id = uuid.uuid4()
     async with engine.begin() as conn:
-        client_id, account_id = await insert_funded_account(conn, cash=cash, shares=shares)
+        funded = await orders_sql.create_trader(conn, cash=Decimal(cash), shares=shares)
+        client_id, account_id = funded.client_id, funded.account_id
         await conn.execute(
             text(
                 "INSERT INTO auth_session (id, client_id, expires_at)"
