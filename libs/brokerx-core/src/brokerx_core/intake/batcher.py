@@ -19,7 +19,8 @@ waiting (up to `max_batch`) and run, per batch:
 
 Cancels and replaces queue the same way and are flushed by the same tasks, after the
 new orders: cancels in two round trips (`cancels.cancel_orders`), replaces in two
-(`replaces.replace_orders`), each with its own XADD.
+(`replaces.replace_orders`), each with its own XADD. The SQL calls of a batch of new
+orders and the connection-loss rules are `batch_calls`.
 
 While one batch is in flight, the next requests queue up, so batches grow with load and
 an idle system answers a lone request at once (no timer). Every order still gets
@@ -45,6 +46,13 @@ from redis.asyncio import Redis
 from brokerx_core.commands import publish_commands
 from brokerx_core.db.base import utcnow
 from brokerx_core.intake.amend import Amended
+from brokerx_core.intake.batch_calls import (
+    RETRYABLE,
+    close_quietly,
+    connection_lost,
+    orders_by_client_order_ids,
+    place_batch,
+)
 from brokerx_core.intake.cancels import CancelRequest, cancel_orders
 from brokerx_core.intake.errors import IntakeError
 from brokerx_core.intake.prepared import (
@@ -53,13 +61,10 @@ from brokerx_core.intake.prepared import (
     Placement,
     PreparedOrder,
     instrument_terms,
-    outcome_of,
-    place_call,
     prepare_order,
     replay_of,
 )
 from brokerx_core.intake.pretrade import InstrumentTerms, NewOrder
-from brokerx_core.intake.records import ORDER_COLUMNS, ORDERS_BY_IDS_SQL, OrderRecord
 from brokerx_core.intake.replaces import ReplaceRequest, replace_orders
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.observability.logging import get_logger
@@ -71,14 +76,6 @@ BATCH_SIZE = Histogram(
     "Orders per intake group commit",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
-
-_BY_CLIENT_ORDER_IDS = (
-    f"SELECT {ORDER_COLUMNS} FROM client_order"
-    " WHERE (account_id, client_order_id) IN"
-    " (SELECT * FROM unnest($1::uuid[], $2::text[]))"
-)
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-_ATTEMPTS = 5
 
 _T = TypeVar("_T")
 Connect = Callable[[], Any]  # () -> Awaitable[asyncpg.Connection]
@@ -221,14 +218,14 @@ class IntakeBatcher:
                     _fail(taken, ConnectionError("intake is shutting down"))
                     raise
                 except Exception as exc:  # the batch's requests get the error (503 in the api)
-                    if _connection_lost(exc, connection):
-                        await _close(connection)
+                    if connection_lost(exc, connection):
+                        await close_quietly(connection)
                         connection = None
                     if isinstance(exc, asyncpg.InternalClientError):
                         exc = ConnectionError(f"intake connection broken: {exc}")
                     _fail(taken, exc)
         finally:
-            await _close(connection)
+            await close_quietly(connection)
 
     async def _flush_cancels(self, connection: Any, cancels: list[_Cancel]) -> None:
         rules = self._rules()
@@ -277,13 +274,13 @@ class IntakeBatcher:
             return
         prepared.sort(key=lambda pair: pair[1].lock_key)
         try:
-            outcomes = await _place(
+            outcomes = await place_batch(
                 connection, [p for _, p in prepared], rules.shards, self._set_based_from
             )
-        except _RETRYABLE:
+        except RETRYABLE:
             raise
         except asyncpg.PostgresError as exc:
-            if _connection_lost(exc, connection) or len(prepared) == 1:
+            if connection_lost(exc, connection) or len(prepared) == 1:
                 raise
             log.warning("intake_batch_refused", error=type(exc).__name__, orders=len(prepared))
             await self._one_by_one(connection, prepared, rules.shards)
@@ -295,9 +292,9 @@ class IntakeBatcher:
     ) -> None:
         for request, item in prepared:
             try:
-                outcomes = await _place(connection, [item], shards, self._set_based_from)
+                outcomes = await place_batch(connection, [item], shards, self._set_based_from)
             except asyncpg.PostgresError as exc:
-                if _connection_lost(exc, connection):
+                if connection_lost(exc, connection):
                     raise
                 _fail([request], exc)
                 continue
@@ -324,18 +321,14 @@ class IntakeBatcher:
     ) -> None:
         """A refused order whose client_order_id was used before is answered as that
         order's replay: a retry must not turn into an error because prices moved."""
-        keyed = [(r, e) for r, e in refused if r.order.client_order_id is not None]
-        existing: dict[tuple[uuid.UUID, str], OrderRecord] = {}
-        if keyed:
-            rows = await connection.fetch(
-                _BY_CLIENT_ORDER_IDS,
-                [r.account_id for r, _ in keyed],
-                [r.order.client_order_id for r, _ in keyed],
-            )
-            for row in rows:
-                existing[(row["account_id"], row["client_order_id"])] = OrderRecord.from_mapping(
-                    row
-                )
+        existing = await orders_by_client_order_ids(
+            connection,
+            [
+                (r.account_id, r.order.client_order_id)
+                for r, _ in refused
+                if r.order.client_order_id is not None
+            ],
+        )
         for request, error in refused:
             key = (request.account_id, request.order.client_order_id or "")
             previous = existing.get(key)
@@ -362,27 +355,6 @@ def _prepare(
     )
 
 
-async def _place(
-    connection: Any, prepared: Sequence[PreparedOrder], shards: int, set_based_from: int
-) -> list[Placement | IntakeError]:
-    sql, arguments = place_call(prepared, set_based_from=set_based_from)
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            rows = await connection.fetch(sql, *arguments)
-            break
-        except _RETRYABLE:
-            if attempt == _ATTEMPTS:
-                raise
-            await asyncio.sleep(0.002 * attempt)
-    rows = sorted(rows, key=lambda row: row["r_index"])
-    replayed = [row["r_order_id"] for row in rows if row["r_outcome"] == "replay"]
-    existing: dict[uuid.UUID, OrderRecord] = {}
-    if replayed:
-        for row in await connection.fetch(ORDERS_BY_IDS_SQL, replayed):
-            existing[row["id"]] = OrderRecord.from_mapping(row)
-    return [outcome_of(p, row, existing, shards) for p, row in zip(prepared, rows, strict=True)]
-
-
 def _take(queue: list[_T], limit: int) -> list[_T]:
     taken = queue[:limit]
     del queue[:limit]
@@ -401,24 +373,3 @@ def _settle(request: _Request | _Cancel | _Replace, outcome: object) -> None:
 def _fail(batch: Sequence[_Request | _Cancel | _Replace], exc: BaseException) -> None:
     for request in batch:
         _settle(request, exc)
-
-
-def _connection_lost(exc: BaseException, connection: Any) -> bool:
-    if connection is None or connection.is_closed():
-        return True
-    # InternalClientError: asyncpg's protocol lost track of the connection's state (seen when
-    # PostgreSQL terminates the backend while a statement starts): never use it again.
-    lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
-    if isinstance(exc, (*lost, asyncpg.InternalClientError)):
-        return True
-    state = getattr(exc, "sqlstate", "") or ""
-    return state.startswith(("08", "57P"))
-
-
-async def _close(connection: Any) -> None:
-    if connection is None:
-        return
-    try:
-        await asyncio.wait_for(connection.close(), timeout=2.0)
-    except Exception:  # already gone
-        connection.terminate()
