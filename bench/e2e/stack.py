@@ -2,8 +2,9 @@
 
 It runs with the market maker off, in its own data dir (wiped first), on free ports,
 with JSON logs at INFO as in production (its output goes to `<data_dir>.log`). The
-environment adds only what a benchmark needs: long-lived access tokens and login
-throttles that let hundreds of clients log in from one address.
+environment sets what docker-compose sets on the 2-core VM (2 api workers, 1 symbol
+shard) and what a benchmark needs: long-lived access tokens and login throttles that let
+hundreds of clients log in from one address.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from brokerx_devstack.procs import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "matching", "worker")
 BENCH_ENV = {
-    # As docker-compose runs it on the 2-core VM (override with API_WORKERS in the env).
+    # As docker-compose runs it on the 2-core VM (override either in the environment).
     "API_WORKERS": os.environ.get("API_WORKERS", "2"),
+    "MATCHING_SHARDS": os.environ.get("MATCHING_SHARDS", "1"),
     "ACCESS_TOKEN_TTL_SECONDS": "7200",
     "RATE_LIMIT_LOGIN_IP_PER_MINUTE": "100000",
     "RATE_LIMIT_LOGIN_ACCOUNT_PER_MINUTE": "1000",

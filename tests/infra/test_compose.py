@@ -344,6 +344,15 @@ def test_api_runs_several_workers_with_a_private_metrics_tmpfs(services: dict[st
             assert "API_WORKERS" not in services[name]["environment"], name
 
 
+def test_one_symbol_shard_per_matching_process(services: dict[str, Any]) -> None:
+    """Every process agrees on the shard count, and it matches the matching processes:
+    a process runs its shards on one event loop, so extra shards there only add costs."""
+    counts = {services[name]["environment"]["MATCHING_SHARDS"] for name in APP_SERVICES}
+    assert len(counts) == 1, f"api, matching, worker and migrate disagree: {counts}"
+    matching = [name for name in services if name.startswith("matching")]
+    assert int(counts.pop()) == len(matching) == 1
+
+
 def test_api_workers_can_be_overridden_from_the_environment(project: Path) -> None:
     result = _compose(project, "config", "--format", "json")
     default = json.loads(result.stdout)["services"]["api"]["environment"]["API_WORKERS"]
