@@ -77,6 +77,8 @@ class PhaseResult:
     unsent_backlog: int = 0
     failovers: int = 0
     per_second: list[int] = field(default_factory=list)
+    # Load workers still running `phase.timeout + 5` s after the end (then cancelled).
+    stragglers: int = 0
 
 
 class LoadGenerator:
@@ -178,7 +180,7 @@ class LoadGenerator:
                 connection.timeout = phase.timeout
         if phase.mode == "closed":
             workers = [self._closed(trader, rec, stop) for trader in self.traders]
-            backlog: asyncio.Queue[float] | None = None
+            backlog: asyncio.Queue[float | None] | None = None
         else:
             backlog = asyncio.Queue()
             workers = [self._open_worker(trader, rec, backlog, stop) for trader in self.traders]
@@ -193,9 +195,13 @@ class LoadGenerator:
             now = time.perf_counter()
             while not backlog.empty():
                 rec.accepted_latencies.append(now - backlog.get_nowait())
+            # Wake the idle open-loop workers: they wait on the queue, not on `stop`.
+            for _ in self.traders:
+                backlog.put_nowait(None)
         self.tracker.measuring = False
         rec.measuring = False
         done, pending = await asyncio.wait(tasks, timeout=phase.timeout + 5)
+        result.stragglers = len(pending)
         for task in pending:
             task.cancel()
         for task in done:
@@ -248,10 +254,16 @@ class LoadGenerator:
             await self.send(trader, planned, time.perf_counter(), rec)
 
     async def _open_worker(
-        self, trader: Trader, rec: Recorder, backlog: asyncio.Queue[float], stop: asyncio.Event
+        self,
+        trader: Trader,
+        rec: Recorder,
+        backlog: asyncio.Queue[float | None],
+        stop: asyncio.Event,
     ) -> None:
         while not stop.is_set():
             scheduled = await backlog.get()
+            if scheduled is None:  # the phase is over
+                return
             if stop.is_set():
                 backlog.put_nowait(scheduled)  # counted as unsent
                 return
@@ -263,7 +275,7 @@ class LoadGenerator:
         rate: float,
         start: float,
         end: float,
-        backlog: asyncio.Queue[float],
+        backlog: asyncio.Queue[float | None],
         stop: asyncio.Event,
     ) -> None:
         """Put each request's scheduled perf_counter time in the queue when it is due.

@@ -67,6 +67,7 @@ def phase_summary(
         "error_codes": error_codes,
         "outcomes": rec.outcome_table(),
         "unsent_backlog": result.unsent_backlog,
+        "stragglers": result.stragglers,
         "cpu": {k: v for k, v in cpu.items() if not k.startswith("db:")},
         # CPU cost of one request (all kinds) in each process, in milliseconds
         "cpu_ms_per_request": {
@@ -92,26 +93,32 @@ async def run_phase(
     sampler_groups: dict[str, Any],
     counters: Counters | None = None,
 ) -> tuple[PhaseResult, dict[str, float], dict[str, list[float]]]:
-    """Run `phase`; CPU is sampled (and `counters` read) over its measured part only.
+    """Run `phase`; CPU is sampled (and `counters` read) over its measured part only:
+    from the end of the warm-up to the end of the phase, not while the last answers
+    come in (an open loop's idle workers are then already gone, a closed loop's finish
+    their request).
 
     The returned CPU dict also holds the deltas of `counters` prefixed `db:`.
     """
     sampler = CpuSampler(sampler_groups, alone=frozenset({"generator"}))
-    before: dict[str, float] = {}
 
-    async def start_measuring() -> None:
+    async def measure() -> dict[str, float]:
         await asyncio.sleep(phase.warmup)
         sampler.start()
+        before = await counters() if counters is not None else {}
+        await asyncio.sleep(phase.duration)
+        cpu = sampler.stop()
         if counters is not None:
-            before.update(await counters())
+            after = await counters()
+            cpu.update({f"db:{k}": after[k] - before.get(k, 0.0) for k in after})
+        return cpu
 
-    starter = asyncio.create_task(start_measuring())
-    result = await generator.run(phase)
-    await starter
-    cpu = sampler.stop()
-    if counters is not None:
-        after = await counters()
-        cpu.update({f"db:{k}": after[k] - before.get(k, 0.0) for k in after})
+    measuring = asyncio.create_task(measure())
+    try:
+        result = await generator.run(phase)
+        cpu = await measuring
+    finally:
+        measuring.cancel()
     tracker = generator.tracker
     samples = {
         "ack": list(result.recorder.accepted_latencies),
