@@ -43,7 +43,7 @@ format: install ## format and fix imports
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-bench: install ## book, end-to-end, bare intake and recovery benchmarks (~8 min; docs/performance.md)
+bench: install ## book, end-to-end, bare intake and recovery benchmarks (~10 min; docs/performance.md)
 	$(UV) run --frozen python bench/run_all.py $(BENCH_ARGS)
 
 chaos: install ## SIGKILL/restart every part under load, then audit (~3 min; docs/reliability.md)
