@@ -261,11 +261,10 @@ class LoadGenerator:
         stop: asyncio.Event,
     ) -> None:
         while not stop.is_set():
+            # None: the phase is over. Requests still queued then were taken out and
+            # counted as unsent before the None went in (`run`).
             scheduled = await backlog.get()
-            if scheduled is None:  # the phase is over
-                return
-            if stop.is_set():
-                backlog.put_nowait(scheduled)  # counted as unsent
+            if scheduled is None:
                 return
             planned = self.mix.next(trader.orders, trader.rng)
             await self.send(trader, planned, scheduled, rec)
