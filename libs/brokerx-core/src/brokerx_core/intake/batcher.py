@@ -160,18 +160,14 @@ class IntakeBatcher:
         max_open_orders: int | None = None,
     ) -> Placement:
         """Intake of one order; raises its `IntakeError`, or a database/Redis error."""
-        if not self._tasks:
-            raise RuntimeError("IntakeBatcher.start() was not called")
-        future: asyncio.Future[Placement] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Placement] = self._future()
         self._waiting.append(_Request(account_id, order, correlation_id, max_open_orders, future))
         self._wake.set()
         return await future
 
     async def cancel(self, request: CancelRequest) -> Amended:
         """Write one `cancel` command; raises its `IntakeError`, or a database error."""
-        if not self._tasks:
-            raise RuntimeError("IntakeBatcher.start() was not called")
-        future: asyncio.Future[Amended] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Amended] = self._future()
         self._cancels.append(_Cancel(request, future))
         self._wake.set()
         return await future
@@ -179,12 +175,16 @@ class IntakeBatcher:
     async def replace(self, request: ReplaceRequest) -> Amended:
         """Write one `replace` command (topping up the reservation when the new terms
         need more); raises its `IntakeError`, or a database error."""
-        if not self._tasks:
-            raise RuntimeError("IntakeBatcher.start() was not called")
-        future: asyncio.Future[Amended] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Amended] = self._future()
         self._replaces.append(_Replace(request, future))
         self._wake.set()
         return await future
+
+    def _future(self) -> asyncio.Future[Any]:
+        """The future a queued request is answered through (the flushers must run)."""
+        if not self._tasks:
+            raise RuntimeError("IntakeBatcher.start() was not called")
+        return asyncio.get_running_loop().create_future()
 
     def _idle(self) -> bool:
         return not (self._waiting or self._cancels or self._replaces)
