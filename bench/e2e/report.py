@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,34 @@ def dirty() -> bool:
 
 
 def machine() -> str:
+    """The host as rows name it, with its `python_speed_ms` (hosts of one VM kind differ)."""
     ram = psutil.virtual_memory().total / 2**30
-    return f"{os.cpu_count()} vCPU, {ram:.0f} GiB, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} vCPU, {ram:.0f} GiB, Python {platform.python_version()},"
+        f" speed {python_speed_ms():.0f} ms"
+    )
+
+
+def python_speed_ms(repeat: int = 5) -> float:
+    """CPU milliseconds of one fixed pure-Python workload, the median of `repeat` runs.
+
+    Lower is faster. VMs of the same kind run on different hosts: this puts a number on
+    the host in every row, so runs from different sessions compare (a run is as fast as
+    the cores it got, whatever the code did).
+    """
+    times = []
+    for _ in range(repeat):
+        started = time.process_time()
+        _calibration_workload()
+        times.append((time.process_time() - started) * 1000)
+    return statistics.median(times)
+
+
+def _calibration_workload() -> int:
+    """Dicts, string formatting, sorting and integer arithmetic: what the services do."""
+    table = {f"k{i}": i * 7 % 1009 for i in range(60_000)}
+    ranked = sorted(table.items(), key=lambda item: (item[1], item[0]))
+    return sum(value * value for _, value in ranked[::3])
 
 
 def today() -> str:
