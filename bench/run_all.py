@@ -235,13 +235,17 @@ def best_under(phases: list[dict[str, Any]], p95_ms: float) -> dict[str, Any] | 
     }
 
 
-def run_book(out: Path) -> None:
+def run_book(out: Path) -> dict[str, Any]:
     log("order book bench")
+    target = out / "book.json"
     subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "book_bench.py"), "--json-out",
-         str(out / "book.json")],
+         str(target)],
         cwd=REPO_ROOT, check=True, timeout=1800,
     )  # fmt: skip
+    result: dict[str, Any] = json.loads(target.read_text())
+    log(f"book: {result['ops_per_s']:,} ops/s, p99 {result['p99_us']} µs")
+    return result
 
 
 def run_api_overhead(out: Path, summary: dict[str, Any]) -> None:
@@ -318,7 +322,7 @@ def main() -> int:
         "args": vars(args),
     }
     if not args.skip_book:
-        run_book(args.out)
+        summary["book"] = run_book(args.out)
     run_api_overhead(args.out, summary)
     log("generator against an empty handler")
     summary["generator_baseline"] = run_async(empty_handler_baseline(args.clients, 5.0))
@@ -338,6 +342,8 @@ def main() -> int:
 def write_docs(summary: dict[str, Any]) -> None:
     doc = DOCS / "performance.md"
     verdict = "hold" if not summary["violation_count"] else f"{summary['violation_count']} violated"
+    if summary.get("book"):
+        report.insert_row(doc, "book", report.book_row(summary, summary["book"]))
     for phase in summary["phases"]:
         report.insert_row(doc, "e2e", report.e2e_row(summary, phase, verdict))
     report.insert_row(doc, "bare", report.bare_row(summary))

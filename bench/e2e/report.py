@@ -21,6 +21,11 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TABLES: dict[str, tuple[str, str]] = {
+    "book": (
+        "## Book",
+        "| date | commit | machine | ops/s (untimed run, median of 3) | p50 | p99 | p99.9"
+        " | max |\n|---|---|---|---|---|---|---|---|",
+    ),
     "e2e": (
         "## End to end",
         "| date | commit | machine | phase | load | accepted orders/s (all requests/s) | ACK p50 /"
@@ -132,6 +137,19 @@ def e2e_row(summary: dict[str, Any], phase: dict[str, Any], invariants: str) -> 
         f" | {cpu.get('api', 0):.0f} / {cpu.get('matching', 0):.0f} / {cpu.get('worker', 0):.0f}"
         f" / {cpu.get('postgres', 0):.0f} / {cpu.get('redis', 0):.0f}"
         f" / {cpu.get('generator', 0):.0f} / {cpu.get('other processes', 0):.0f} | {invariants} |"
+    )
+
+
+def book_row(summary: dict[str, Any], book: dict[str, Any]) -> str:
+    """The order book micro-benchmark (`bench/book_bench.py --json-out`)."""
+
+    def us(value: float) -> str:
+        return f"{value / 1000:.1f} ms" if value >= 1000 else f"{value:.2f} µs"
+
+    return (
+        f"| {summary['date']} | {summary['commit']} | {summary['machine']}"
+        f" | {book['ops_per_s']:,} | {us(book['p50_us'])} | {us(book['p99_us'])}"
+        f" | {us(book['p999_us'])} | {us(book['max_us'])} |"
     )
 
 
