@@ -37,7 +37,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.e2e import report  # noqa: E402
+from bench.e2e import pg_statements, report  # noqa: E402
 from bench.e2e.clients import insert_clients, login_and_fund, sign_up_by_email  # noqa: E402
 from bench.e2e.load import LoadGenerator, Phase, Trader  # noqa: E402
 from bench.e2e.loop import run_async  # noqa: E402
@@ -68,6 +68,8 @@ async def run_system(args: argparse.Namespace, summary: dict[str, Any]) -> int:
     from brokerx_core.invariants import find_violations
 
     stack = DevStack(REPO_ROOT / args.data_dir)
+    if args.pg_statements:
+        stack.extra_env["DEVSTACK_PG_SETTINGS"] = pg_statements.SETTINGS
     log(f"starting the system in {stack.data_dir} (log {stack.log_path})")
     stack.start()
     engine = create_async_engine(stack.database_url, pool_size=2)
@@ -144,9 +146,15 @@ async def run_system(args: argparse.Namespace, summary: dict[str, Any]) -> int:
             profiler = None
             if args.profile and phase.mode == "closed":
                 profiler = asyncio.create_task(profile_later(stack, phase, summary))
+            by_statement = None
+            if args.pg_statements and phase.mode == "closed":
+                by_statement = asyncio.create_task(
+                    pg_statements.statements_later(engine, phase, summary)
+                )
             result, cpu, phase_samples = await run_phase(generator, phase, groups, counters)
-            if profiler is not None:
-                await profiler
+            for task in (profiler, by_statement):
+                if task is not None:
+                    await task
             item = phase_summary(result, tracker, cpu, len(traders))
             summary["phases"].append(item)
             samples[phase_label(phase)] = phase_samples
@@ -305,6 +313,11 @@ def main() -> int:
     parser.add_argument("--skip-recovery", action="store_true")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the api and matching (closed loop)"
+    )
+    parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="PostgreSQL's time by statement in the closed loop (loads pg_stat_statements)",
     )
     args = parser.parse_args()
     if args.quick:

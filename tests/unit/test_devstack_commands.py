@@ -18,10 +18,11 @@ from brokerx_devstack.children import (
     service_command,
     service_env,
 )
+from brokerx_devstack.errors import DevstackError
 from brokerx_devstack.mailcatcher import mail_file_name, summary_line
+from brokerx_devstack.pgconf import conf_text, extra_settings
 from brokerx_devstack.postgres import (
     Layout,
-    conf_text,
     initdb_command,
     parse_pid_file,
     pg_ctl_start_command,
@@ -62,6 +63,28 @@ def test_postgres_conf_quotes_paths_and_drops_sockets_too_long_for_unix() -> Non
     assert "unix_socket_directories = '/it''s/socket'" in conf_text(1, Path("/it's/socket"))
     too_long = Path("/" + "x" * 100)
     assert "unix_socket_directories = ''" in conf_text(1, too_long)  # TCP only
+
+
+def test_extra_settings_from_the_environment_go_last_and_quoted() -> None:
+    extra = extra_settings(
+        " shared_preload_libraries=pg_stat_statements; pg_stat_statements.track = all ;"
+    )
+    assert extra == {
+        "shared_preload_libraries": "pg_stat_statements",
+        "pg_stat_statements.track": "all",
+    }
+    lines = conf_text(1, None, extra).splitlines()
+    assert lines[-2:] == [
+        "shared_preload_libraries = 'pg_stat_statements'",
+        "pg_stat_statements.track = 'all'",
+    ]
+    assert extra_settings("") == {}
+
+
+@pytest.mark.parametrize("text", ["fsync", "fsync off=1", "x=1\nfsync = on", "=on"])
+def test_extra_settings_refuse_what_is_not_one_setting(text: str) -> None:
+    with pytest.raises(DevstackError, match="DEVSTACK_PG_SETTINGS"):
+        extra_settings(text)
 
 
 def test_postmaster_pid_file_gives_pid_and_port() -> None:

@@ -24,6 +24,7 @@ import psutil
 from brokerx_devstack.account import Account, popen_kwargs, postgres_account
 from brokerx_devstack.binaries import PostgresBinaries, Prefer, find_postgres
 from brokerx_devstack.errors import DevstackError
+from brokerx_devstack.pgconf import conf_text, extra_settings
 from brokerx_devstack.placement import prepare_root, reachable_binaries
 from brokerx_devstack.procs import LOCALHOST, pick_port, stop_trees, wait_gone
 
@@ -33,8 +34,6 @@ DEFAULT_PORT = 55432
 CONF_NAME = "devstack.conf"
 INCLUDE_LINE = f"include_if_exists = '{CONF_NAME}'  # written by brokerx-devstack\n"
 START_TIMEOUT_SECONDS = 60
-# sun_path holds 107 bytes; PostgreSQL appends "/.s.PGSQL.<port>" (at most 16).
-_MAX_SOCKET_DIR = 107 - 16
 # Environment of every PostgreSQL tool: the C locale exists on every machine.
 _PG_ENV = {"LC_ALL": "C", "LANG": "C", "PGTZ": "UTC"}
 
@@ -79,30 +78,6 @@ def layout(data_dir: Path) -> Layout:
 
 
 # --- pure helpers ------------------------------------------------------------------
-
-
-def conf_text(port: int, socket_dir: Path | None) -> str:
-    """The settings the launcher controls.
-
-    fsync and full-page writes are off: a dev cluster survives a killed process or a
-    Ctrl-C intact, and only an OS crash could corrupt it. Commits stay synchronous so
-    a killed run loses nothing it acknowledged.
-    """
-
-    def quoted(value: str) -> str:
-        return "'" + value.replace("'", "''") + "'"
-
-    sockets = str(socket_dir) if socket_dir and len(str(socket_dir)) <= _MAX_SOCKET_DIR else ""
-    return (
-        "# Written by brokerx-devstack at every start; edits are overwritten.\n"
-        f"listen_addresses = {quoted(LOCALHOST)}\n"
-        f"port = {port}\n"
-        f"unix_socket_directories = {quoted(sockets)}\n"
-        "max_connections = 300\n"
-        "fsync = off\n"
-        "full_page_writes = off\n"
-        "timezone = 'UTC'\n"
-    )
 
 
 def initdb_command(binaries: PostgresBinaries, pgdata: Path) -> list[str]:
@@ -266,7 +241,8 @@ def _initdb(binaries: PostgresBinaries, layout: Layout, account: Account | None)
 
 def _write_conf(layout: Layout, port: int, account: Account | None) -> None:
     conf = layout.pgdata / CONF_NAME
-    conf.write_text(conf_text(port, layout.socket_dir), encoding="utf-8")
+    extra = extra_settings(os.environ.get("DEVSTACK_PG_SETTINGS", ""))
+    conf.write_text(conf_text(port, layout.socket_dir, extra), encoding="utf-8")
     main = layout.pgdata / "postgresql.conf"
     if INCLUDE_LINE not in main.read_text(encoding="utf-8"):
         with main.open("a", encoding="utf-8") as handle:
