@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from brokerx_core.cancellation import raise_if_cancelled
 from brokerx_core.observability.logging import get_logger
 
 HEARTBEAT_KEY = "brokerx:heartbeat:{service}"
@@ -91,6 +92,7 @@ class Heartbeat:
                 try:
                     await self._redis.set(self._key, str(time.time()), ex=self._ttl)
                 except Exception as exc:  # Redis down: keep trying, health shows it
+                    raise_if_cancelled()  # unless the error was our cancel, lost by redis-py
                     log.warning("heartbeat_failed", key=self._key, error=str(exc))
             await asyncio.sleep(self._interval)
 

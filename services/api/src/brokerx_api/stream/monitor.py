@@ -21,7 +21,8 @@ from redis.exceptions import RedisError
 
 from brokerx_api.stream.connection import Connection
 from brokerx_api.stream.hub import Hub
-from brokerx_api.stream.readers import StreamReader, raise_if_cancelled
+from brokerx_api.stream.readers import StreamReader
+from brokerx_core.cancellation import raise_if_cancelled
 from brokerx_core.observability.health import check_heartbeat
 from brokerx_core.observability.logging import get_logger
 

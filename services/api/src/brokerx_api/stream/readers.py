@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from brokerx_api.stream.hub import Hub
 from brokerx_api.stream.metrics import STREAM_LAG
+from brokerx_core.cancellation import raise_if_cancelled
 from brokerx_core.messages import MarketDataUpdate
 from brokerx_core.observability.logging import get_logger
 from brokerx_core.streams import EXECUTIONS_STREAM, MARKETDATA_STREAM
@@ -35,14 +36,6 @@ RETRY_MIN_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
 
 Entry = tuple[bytes | str, dict[bytes, bytes]]
-
-
-def raise_if_cancelled() -> None:
-    """Honour a cancellation a library swallowed (on 3.11 `asyncio.wait_for`/timeouts can
-    lose a cancel racing with completion): the lifespan must never wait on us forever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def entry_age_seconds(entry_id: bytes | str, now: float) -> float:

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from brokerx_core.cancellation import raise_if_cancelled
 from brokerx_core.commands import PendingCommand, order_command, publish_commands, write_commands
 from brokerx_core.db.base import utcnow
 from brokerx_core.intake import (
@@ -273,6 +274,7 @@ async def market_maker(ctx: dict[str, Any]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a database or Redis outage must not end the loop
+            raise_if_cancelled()  # unless the error was our cancel, lost by a library
             log.warning("market_maker_step_failed", error=str(exc), error_type=type(exc).__name__)
         await asyncio.sleep(settings.market_maker_interval_seconds)
 

@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.exc import SQLAlchemyError
 
+from brokerx_core.cancellation import raise_if_cancelled
 from brokerx_core.messages import ExecutionReport, decode_execution
 from brokerx_core.observability.logging import get_logger
 from brokerx_core.streams import EXECUTIONS_STREAM, NOTIFIER_GROUP
@@ -105,7 +106,7 @@ class Notifier:
         next_claim = 0.0
         group_ready = False
         while True:
-            _raise_if_cancelled()
+            raise_if_cancelled()
             try:
                 if not group_ready:
                     await self.ensure_group()
@@ -180,7 +181,7 @@ class Notifier:
         later (it and the ones after it stay pending)."""
         if not entries:
             return True
-        _raise_if_cancelled()
+        raise_if_cancelled()
         reports = [_confirmable(entry_id, fields) for entry_id, fields in entries]
         wanted = [report for report in reports if report is not None]
         sessionmaker = self._ctx["sessionmaker"]
@@ -218,15 +219,6 @@ def _confirmable(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Executio
         log.error("notifier_bad_entry", id=entry_id.decode())
         return None
     return report if report.event in CONFIRMED_EVENTS else None
-
-
-def _raise_if_cancelled() -> None:
-    """Honour a pending cancellation that a library swallowed (on 3.11 `asyncio.wait_for`,
-    used by aiosmtplib, can lose a cancel that races with its timeout): without this the
-    worker's shutdown would wait forever for this task."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def execution_notifier(ctx: dict[str, Any]) -> None:

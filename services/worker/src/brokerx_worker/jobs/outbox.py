@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from brokerx_core.cancellation import raise_if_cancelled
 from brokerx_core.commands import PendingCommand, pending_from_outbox, publish_commands
 from brokerx_core.observability.logging import get_logger
 from brokerx_worker.settings import WorkerSettings
@@ -150,6 +151,7 @@ async def outbox_relay(ctx: dict[str, Any]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the relay must outlive any outage: log, retry
+            raise_if_cancelled()  # unless the error was our cancel, lost by a library
             OUTBOX_RELAY_ERRORS.inc()
             log.warning("outbox_relay_failed", error=str(exc), error_type=type(exc).__name__)
         if not full_batch:  # a full batch means more are due: go again at once
