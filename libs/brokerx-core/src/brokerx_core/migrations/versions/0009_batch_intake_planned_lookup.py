@@ -66,14 +66,18 @@ def _revision_0007() -> ModuleType:
     return module
 
 
+def _function_0007() -> str:
+    """0007's `intake_place_batch`, as a statement that replaces the one in place."""
+    original: str = _revision_0007().FUNCTION
+    return original.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+
+
 def function_sql() -> str:
     """0007's `intake_place_batch` with the lookup through EXECUTE."""
-    original: str = _revision_0007().FUNCTION
+    original = _function_0007()
     if original.count(_CACHED_LOOKUP) != 1:
         raise RuntimeError("0007's client_order_id lookup is not where 0009 expects it")
-    return original.replace(_CACHED_LOOKUP, _PLANNED_LOOKUP).replace(
-        "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1
-    )
+    return original.replace(_CACHED_LOOKUP, _PLANNED_LOOKUP)
 
 
 def upgrade() -> None:
@@ -81,6 +85,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        _revision_0007().FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
-    )
+    op.execute(_function_0007())
