@@ -265,16 +265,17 @@ async def _main(args: argparse.Namespace) -> None:
 
 def _child() -> None:
     """The notifier as the worker runs it (its settings come from the environment)."""
-    from brokerx_core.db import create_engine, create_sessionmaker
+    from brokerx_core.db import create_sessionmaker
     from brokerx_core.observability.logging import configure_logging
     from brokerx_core.redis import create_redis
+    from brokerx_worker.database import worker_engine
     from brokerx_worker.jobs.notifier import execution_notifier
     from brokerx_worker.settings import WorkerSettings
 
     async def run() -> None:
         settings = WorkerSettings()
         configure_logging("worker", settings.log_level, json=settings.log_json)
-        engine = create_engine(settings)
+        engine = worker_engine(settings)
         ctx = {
             "settings": settings,
             "engine": engine,

@@ -16,7 +16,7 @@ from arq.worker import Worker
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerx_core.db import create_engine, create_sessionmaker
+from brokerx_core.db import create_sessionmaker
 from brokerx_core.observability.health import (
     Heartbeat,
     check_database,
@@ -28,6 +28,7 @@ from brokerx_core.observability.metrics import register_process_metrics, unregis
 from brokerx_core.observability.ops_server import create_ops_app, create_ops_server
 from brokerx_core.redis import create_redis
 from brokerx_worker import backup, registry
+from brokerx_worker.database import worker_engine
 from brokerx_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -39,7 +40,7 @@ ARQ_RESTART_DELAY_SECONDS = 1.0
 async def start_resources(settings: WorkerSettings) -> dict[str, Any]:
     """Create clients once and put them in ctx; start the ops server and background tasks."""
     ctx: dict[str, Any] = {"settings": settings}
-    engine = create_engine(settings)
+    engine = worker_engine(settings)
     ctx["engine"] = engine
     ctx["sessionmaker"] = create_sessionmaker(engine)
     ctx["streams"] = create_redis(settings)

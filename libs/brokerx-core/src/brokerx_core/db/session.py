@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -12,7 +14,12 @@ from sqlalchemy.ext.asyncio import (
 from brokerx_core.settings import BrokerXSettings
 
 
-def create_engine(settings: BrokerXSettings, *, pool_size: int | None = None) -> AsyncEngine:
+def create_engine(
+    settings: BrokerXSettings,
+    *,
+    pool_size: int | None = None,
+    server_settings: Mapping[str, str] | None = None,
+) -> AsyncEngine:
     """Create the process's async engine (asyncpg) with a bounded pool.
 
     No pre-ping (a round trip per checkout, 6 % of the api's CPU): a connection that
@@ -20,6 +27,7 @@ def create_engine(settings: BrokerXSettings, *, pool_size: int | None = None) ->
     invalidates the whole pool, the request answers 503 and the next ones reconnect.
     With the default `DB_MAX_OVERFLOW=0` the pool never opens and closes connections
     under load (overflow connections are closed on return: a new session per spike).
+    `server_settings` are PostgreSQL settings for every connection of the pool.
     """
     return create_async_engine(
         settings.sqlalchemy_url,
@@ -28,7 +36,12 @@ def create_engine(settings: BrokerXSettings, *, pool_size: int | None = None) ->
         pool_pre_ping=False,
         pool_recycle=1800,
         pool_timeout=settings.db_pool_timeout_seconds,
-        connect_args={"server_settings": {"application_name": settings.service_name}},
+        connect_args={
+            "server_settings": {
+                "application_name": settings.service_name,
+                **(server_settings or {}),
+            }
+        },
     )
 
 

@@ -23,7 +23,7 @@ log = get_logger(__name__)
 
 CONFIRMED_EVENTS = frozenset({"fill", "partial_fill", "canceled", "expired"})
 
-_RECIPIENTS = text(
+RECIPIENTS_SQL = text(
     "SELECT r.client_id, r.order_id, c.email, c.first_name,"
     " c.email_confirmations AND NOT c.is_market_maker AS wanted,"
     " o.quantity, o.type, o.limit_price, o.time_in_force"
@@ -57,7 +57,7 @@ async def confirmation_mails(
         conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         rows = (
             await conn.execute(
-                _RECIPIENTS,
+                RECIPIENTS_SQL,
                 {"clients": [p[0] for p in pairs], "orders": [p[1] for p in pairs]},
             )
         ).all()
