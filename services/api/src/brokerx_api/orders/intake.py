@@ -25,7 +25,15 @@ def intake_connector(settings: ApiSettings) -> Any:
         return await asyncpg.connect(
             settings.libpq_url,
             timeout=5.0,
-            server_settings={"application_name": f"{settings.service_name}-intake"},
+            server_settings={
+                "application_name": f"{settings.service_name}-intake",
+                # Every statement here finds rows by key. The connection lives as long
+                # as the api, and PostgreSQL keeps a generic plan per statement after
+                # five calls: one made while a table was small scans it (`id = ANY`, a
+                # replace's lookup by id), and kept on scanning as the table grew, full
+                # of dead row versions. No scan, then, as on the engine's connections.
+                "enable_seqscan": "off",
+            },
         )
 
     return connect
