@@ -21,11 +21,10 @@ from brokerx_core.intake.records import ORDERS_BY_IDS_SQL
 from tests.conftest import settings_overrides
 from tests.support.intake import new_account
 from tests.support.orders_bulk import OrderSpec, insert_orders_bulk
+from tests.support.plans import CLIENT_ORDER_SEQ_SCANS, WARM_CALLS, grow_client_order
 from tests.support.servers import ServerUrls
 
 pytestmark = pytest.mark.usefixtures("instruments")
-
-SEQ_SCANS = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'client_order'"
 
 
 async def test_a_lookup_by_id_scans_no_whole_table_after_it_grew(
@@ -40,16 +39,15 @@ async def test_a_lookup_by_id_scans_no_whole_table_after_it_grew(
     connection = await connect()
     try:
         # While the table is small, more calls than PostgreSQL's five custom plans.
-        for _ in range(8):
+        for _ in range(WARM_CALLS):
             rows = await connection.fetch(ORDERS_BY_IDS_SQL, [first, uuid.uuid4()])
             assert [row["id"] for row in rows] == [first]
-        async with engine.begin() as conn:  # the table grows; no ANALYZE in between
-            await insert_orders_bulk(conn, [spec] * 20_000, resting=True)
+        await grow_client_order(engine, account)
 
         transaction = connection.transaction()
         await transaction.start()
         rows = await connection.fetch(ORDERS_BY_IDS_SQL, [first])
-        scans = await connection.fetchval(SEQ_SCANS)
+        scans = await connection.fetchval(CLIENT_ORDER_SEQ_SCANS)
         await transaction.rollback()
     finally:
         await connection.close()

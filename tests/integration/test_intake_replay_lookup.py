@@ -5,8 +5,6 @@ hash join over a scan of the whole table, kept as the table grew."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,11 +18,9 @@ from brokerx_core.intake.prepared import (
     prepare_order,
 )
 from tests.support.intake import RULES, new_account, order
-from tests.support.orders_bulk import OrderSpec, insert_orders_bulk
+from tests.support.plans import CLIENT_ORDER_SEQ_SCANS, WARM_CALLS, grow_client_order
 
 pytestmark = pytest.mark.usefixtures("instruments")
-
-SEQ_SCANS = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'client_order'"
 
 
 async def test_a_batch_s_replay_lookup_reads_no_whole_table_after_it_grew(
@@ -48,16 +44,14 @@ async def test_a_batch_s_replay_lookup_reads_no_whole_table_after_it_grew(
             return [row["r_outcome"] for row in await connection.fetch(sql, *arguments)]
 
         # While the table is small, more calls than PostgreSQL's five custom plans.
-        for call in range(8):
+        for call in range(WARM_CALLS):
             assert await place(f"early-{call}") == ["accepted"]
-        async with engine.begin() as conn:  # the table grows; no ANALYZE in between
-            spec = OrderSpec(others, "AAPL", "buy", 1, Decimal("190.00"))
-            await insert_orders_bulk(conn, [spec] * 20_000, resting=True)
+        await grow_client_order(engine, others)
 
         transaction = connection.transaction()
         await transaction.start()
         outcomes = await place("early-3", "late")
-        scans = await connection.fetchval(SEQ_SCANS)
+        scans = await connection.fetchval(CLIENT_ORDER_SEQ_SCANS)
         await transaction.rollback()
     finally:
         await connection.close()

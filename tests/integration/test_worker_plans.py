@@ -9,7 +9,6 @@ index lookup.
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -21,12 +20,10 @@ from brokerx_worker.settings import WorkerSettings
 from tests.conftest import settings_overrides
 from tests.support.factories import create_client
 from tests.support.intake import new_account
-from tests.support.orders_bulk import OrderSpec, insert_orders_bulk
+from tests.support.plans import CLIENT_ORDER_SEQ_SCANS, WARM_CALLS, grow_client_order
 from tests.support.servers import ServerUrls
 
 pytestmark = pytest.mark.usefixtures("instruments")
-
-SEQ_SCANS = text("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'client_order'")
 
 
 async def test_the_notifier_read_scans_no_whole_table_after_it_grew(
@@ -45,15 +42,13 @@ async def test_the_notifier_read_scans_no_whole_table_after_it_grew(
                 return [row.email for row in rows]
 
             # While the table is small, more executions than PostgreSQL's five custom plans.
-            for _ in range(8):
+            for _ in range(WARM_CALLS):
                 assert await recipients() == [client.email]
                 await connection.commit()
-            async with engine.begin() as conn:  # the table grows; no ANALYZE in between
-                spec = OrderSpec(others, "AAPL", "buy", 1, Decimal("190.00"))
-                await insert_orders_bulk(conn, [spec] * 20_000, resting=True)
+            await grow_client_order(engine, others)
 
             emails = await recipients()  # in the transaction the scan count reads
-            scans = (await connection.execute(SEQ_SCANS)).scalar_one()
+            scans = (await connection.execute(text(CLIENT_ORDER_SEQ_SCANS))).scalar_one()
             await connection.rollback()
     finally:
         await worker.dispose()
