@@ -147,7 +147,9 @@ async def run_system(args: argparse.Namespace, summary: dict[str, Any]) -> int:
             if args.profile and phase.mode == "closed":
                 profiler = asyncio.create_task(profile_later(stack, phase, summary))
             by_statement = None
-            if args.pg_statements and phase.mode == "closed":
+            # The closed loop (large flushes) and the open loop at the fixed rate (small
+            # ones, where the per-order intake function runs).
+            if args.pg_statements and phase.name in ("closed", "open"):
                 by_statement = asyncio.create_task(
                     pg_statements.statements_later(engine, phase, summary)
                 )
@@ -317,7 +319,7 @@ def main() -> int:
     parser.add_argument(
         "--pg-statements",
         action="store_true",
-        help="PostgreSQL's time by statement in the closed loop (loads pg_stat_statements)",
+        help="PostgreSQL's time by statement in the closed and open loops (pg_stat_statements)",
     )
     args = parser.parse_args()
     if args.quick:
