@@ -4,8 +4,9 @@ state is by then — in both intake functions."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +28,7 @@ from tests.conftest import settings_overrides
 from tests.support.intake import RULES, new_account, order
 from tests.support.plans import WARM_CALLS
 from tests.support.servers import ServerUrls
-from tests.support.trading import account_state, position_state
+from tests.support.trading import account_state, count_rows, position_state
 
 pytestmark = pytest.mark.usefixtures("instruments")
 
@@ -64,9 +65,17 @@ def placing(connection: Any, account: uuid.UUID, set_based_from: int) -> Place:
     return place
 
 
-async def _connect(engine: AsyncEngine) -> asyncpg.Connection:
+@contextlib.asynccontextmanager
+async def placing_on(
+    engine: AsyncEngine, account: uuid.UUID, set_based_from: int
+) -> AsyncIterator[Place]:
+    """`placing` on a connection of its own to the test database, closed after."""
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return await asyncpg.connect(url)
+    connection = await asyncpg.connect(url)
+    try:
+        yield placing(connection, account, set_based_from)
+    finally:
+        await connection.close()
 
 
 async def test_an_accepted_order_reads_none_of_its_account_s_earlier_orders(
@@ -110,13 +119,9 @@ async def test_a_retry_gets_its_order_back_once_the_account_s_cash_is_spent(
     engine: AsyncEngine, set_based_from: int
 ) -> None:
     account = await new_account(engine, "2000.00")
-    connection = await _connect(engine)
-    try:
-        place = placing(connection, account, set_based_from)
+    async with placing_on(engine, account, set_based_from) as place:
         [(first, order_id)] = await place("k1")  # reserves 1,900.00 of 2,000.00
         [(again, again_id)] = await place("k1")
-    finally:
-        await connection.close()
 
     assert (first, again) == ("accepted", "replay")
     assert again_id == order_id
@@ -128,14 +133,10 @@ async def test_a_retry_gets_its_order_back_at_the_open_order_cap(
     engine: AsyncEngine, set_based_from: int
 ) -> None:
     account = await new_account(engine, "100000.00")
-    connection = await _connect(engine)
-    try:
-        place = placing(connection, account, set_based_from)
+    async with placing_on(engine, account, set_based_from) as place:
         [(first, order_id)] = await place("k1", cap=1)
         [(again, again_id)] = await place("k1", cap=1)
         [(other, _)] = await place("k2", cap=1)
-    finally:
-        await connection.close()
 
     assert (first, again, other) == ("accepted", "replay", "too_many_open_orders")
     assert again_id == order_id
@@ -147,13 +148,9 @@ async def test_a_retried_sell_gets_its_order_back_once_the_shares_are_reserved(
     engine: AsyncEngine, set_based_from: int
 ) -> None:
     account = await new_account(engine, "0.00", shares={"AAPL": 10})
-    connection = await _connect(engine)
-    try:
-        place = placing(connection, account, set_based_from)
+    async with placing_on(engine, account, set_based_from) as place:
         [(first, order_id)] = await place("s1", side="sell")
         [(again, again_id)] = await place("s1", side="sell")
-    finally:
-        await connection.close()
 
     assert (first, again) == ("accepted", "replay")
     assert again_id == order_id
@@ -165,18 +162,13 @@ async def test_a_retry_that_could_be_reserved_again_reserves_nothing(
     engine: AsyncEngine, set_based_from: int
 ) -> None:
     account = await new_account(engine, "100000.00", shares={"AAPL": 100})
-    connection = await _connect(engine)
-    try:
-        place = placing(connection, account, set_based_from)
+    async with placing_on(engine, account, set_based_from) as place:
         placed = [await place("b1"), await place("s1", side="sell")]
         retried = [await place("b1"), await place("s1", side="sell")]
-        outbox = await connection.fetchval("SELECT count(*) FROM outbox")
-    finally:
-        await connection.close()
 
     assert [outcome for [(outcome, _)] in placed] == ["accepted", "accepted"]
     assert [outcome for [(outcome, _)] in retried] == ["replay", "replay"]
     assert [order_id for [(_, order_id)] in retried] == [order_id for [(_, order_id)] in placed]
     assert await account_state(engine, account) == (Decimal("100000.00"), Decimal("1900.00"))
     assert await position_state(engine, account, "AAPL") == (100, 10)
-    assert outbox == 2
+    assert await count_rows(engine, "outbox") == 2
