@@ -6,6 +6,7 @@ Alembic runs in a worker thread because its env.py drives its own event loop.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -23,6 +24,20 @@ def alembic_config(database_url: str) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
+
+
+def earlier_function(filename: str) -> str:
+    """The `FUNCTION` of an earlier revision (`migrations/versions/<filename>`), as a
+    statement that replaces the function in place: what a later revision edits, or puts
+    back on downgrade, without a second copy that could drift."""
+    path = MIGRATIONS_DIR / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"brokerx_migration_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    original: str = module.FUNCTION
+    return original.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:

@@ -26,12 +26,11 @@ Revises: 0008
 Create Date: 2026-11-24 20:00:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from brokerx_core.migrate import earlier_function
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -56,20 +55,9 @@ _PLANNED_LOOKUP = """
 """
 
 
-def _revision_0007() -> ModuleType:
-    path = Path(__file__).with_name("0007_set_based_intake.py")
-    spec = importlib.util.spec_from_file_location("brokerx_migration_0007", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _function_0007() -> str:
     """0007's `intake_place_batch`, as a statement that replaces the one in place."""
-    original: str = _revision_0007().FUNCTION
-    return original.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    return earlier_function("0007_set_based_intake.py")
 
 
 def function_sql() -> str:

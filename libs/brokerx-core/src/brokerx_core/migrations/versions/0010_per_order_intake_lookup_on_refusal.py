@@ -26,11 +26,11 @@ Revises: 0009
 Create Date: 2026-11-24 23:30:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic import op
+
+from brokerx_core.migrate import earlier_function
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -151,21 +151,9 @@ $$;
 """
 
 
-def _function_0003() -> str:
-    """0003's `intake_place_orders`, as a statement that replaces the one in place."""
-    path = Path(__file__).with_name("0003_intake_function.py")
-    spec = importlib.util.spec_from_file_location("brokerx_migration_0003", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    original: str = module.FUNCTION
-    return original.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
-
-
 def upgrade() -> None:
     op.execute(FUNCTION)
 
 
 def downgrade() -> None:
-    op.execute(_function_0003())
+    op.execute(earlier_function("0003_intake_function.py"))
