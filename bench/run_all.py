@@ -37,7 +37,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.e2e import pg_statements, report  # noqa: E402
+from bench.e2e import pg_statements, pg_waits, report  # noqa: E402
 from bench.e2e.clients import insert_clients, login_and_fund, sign_up_by_email  # noqa: E402
 from bench.e2e.load import LoadGenerator, Phase, Trader  # noqa: E402
 from bench.e2e.loop import run_async  # noqa: E402
@@ -146,15 +146,17 @@ async def run_system(args: argparse.Namespace, summary: dict[str, Any]) -> int:
             profiler = None
             if args.profile and phase.mode == "closed":
                 profiler = asyncio.create_task(profile_later(stack, phase, summary))
-            by_statement = None
+            by_statement = by_wait = None
             # The closed loop (large flushes) and the open loop at the fixed rate (small
             # ones, where the per-order intake function runs).
             if args.pg_statements and phase.name in ("closed", "open"):
                 by_statement = asyncio.create_task(
                     pg_statements.statements_later(engine, phase, summary)
                 )
+            if args.pg_waits and phase.name in ("closed", "open"):
+                by_wait = asyncio.create_task(pg_waits.waits_later(engine, phase, summary))
             result, cpu, phase_samples = await run_phase(generator, phase, groups, counters)
-            for task in (profiler, by_statement):
+            for task in (profiler, by_statement, by_wait):
                 if task is not None:
                     await task
             item = phase_summary(result, tracker, cpu, len(traders))
@@ -320,6 +322,11 @@ def main() -> int:
         "--pg-statements",
         action="store_true",
         help="PostgreSQL's time by statement in the closed and open loops (pg_stat_statements)",
+    )
+    parser.add_argument(
+        "--pg-waits",
+        action="store_true",
+        help="what PostgreSQL's backends wait on, and who blocks whom (pg_stat_activity)",
     )
     args = parser.parse_args()
     if args.quick:
