@@ -190,14 +190,7 @@ class LoadGenerator:
         result.measured_seconds = max(1e-3, min(phase.duration, loop.time() - measure_from))
         stop.set()
         if backlog is not None:
-            result.unsent_backlog = backlog.qsize()
-            # Unsent requests waited at least until now: count them so, not as absent.
-            now = time.perf_counter()
-            while not backlog.empty():
-                rec.accepted_latencies.append(now - backlog.get_nowait())
-            # Wake the idle open-loop workers: they wait on the queue, not on `stop`.
-            for _ in self.traders:
-                backlog.put_nowait(None)
+            result.unsent_backlog = await self._end_open_loop(backlog, rec)
         self.tracker.measuring = False
         rec.measuring = False
         done, pending = await asyncio.wait(tasks, timeout=phase.timeout + 5)
@@ -209,6 +202,28 @@ class LoadGenerator:
                 raise RuntimeError("a load worker failed") from task.exception()
         result.failovers = self.failovers - failovers_before
         return result
+
+    async def _end_open_loop(self, backlog: asyncio.Queue[float | None], rec: Recorder) -> int:
+        """End an open loop's schedule; return its backlog: the requests no client was
+        free to send.
+
+        The scheduler's last tick may release requests in the loop iteration the phase
+        ends in: the idle clients it woke for them have not run yet. They run first (one
+        yield), so a request that had a free client is sent, not counted as a backlog.
+        What is still queued then waited for a client: it counts as unsent, with the
+        time it waited until now, not as absent.
+        """
+        await asyncio.sleep(0)
+        unsent = backlog.qsize()
+        now = time.perf_counter()
+        while not backlog.empty():
+            scheduled = backlog.get_nowait()
+            if scheduled is not None:
+                rec.accepted_latencies.append(now - scheduled)
+        # Wake the idle open-loop workers: they wait on the queue, not on `stop`.
+        for _ in self.traders:
+            backlog.put_nowait(None)
+        return unsent
 
     async def _clock(
         self,
