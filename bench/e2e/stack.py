@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from brokerx_devstack.procs import free_port
+from brokerx_devstack.procs import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "matching", "worker")
@@ -49,7 +49,9 @@ class DevStack:
     data_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(
-        default_factory=lambda: {name: free_port() for name in (*SERVICES, "smtp")}
+        default_factory=lambda: dict(
+            zip((*SERVICES, "smtp"), free_ports(len(SERVICES) + 1), strict=True)
+        )
     )
     process: subprocess.Popen[bytes] | None = None
 

@@ -31,7 +31,7 @@ from brokerx_devstack.children import (
     service_command,
     service_env,
 )
-from brokerx_devstack.procs import accepts_connections, free_port
+from brokerx_devstack.procs import accepts_connections, free_ports
 from brokerx_devstack.servers import Servers, ensure_servers, stop_servers, wipe_data_dir
 
 SPECS = {spec.name: spec for spec in SERVICES}
@@ -140,7 +140,9 @@ class Cluster:
 
     def start_services(self, api_processes: int = 2) -> None:
         assert self.servers is not None
-        self.smtp_port = free_port()
+        # Distinct ports for everything at once (see `free_ports`).
+        picked = free_ports(3 + api_processes)
+        self.smtp_port = picked.pop()
         with (self.root / "mailcatcher.log").open("ab") as log:
             self.mailcatcher = subprocess.Popen(
                 mailcatcher_command(self.root / "mail", self.smtp_port),
@@ -150,7 +152,7 @@ class Cluster:
                 process_group=0,
                 preexec_fn=_die_with_us(),
             )
-        ports = {"api": free_port(), "matching": free_port(), "worker": free_port()}
+        ports = {"api": picked.pop(), "matching": picked.pop(), "worker": picked.pop()}
         stack = StackSettings(
             database_url=self.database_url,
             redis_url=self.redis_url,
@@ -164,7 +166,7 @@ class Cluster:
         )
         base = stack_env()
         for index in range(api_processes):
-            port = ports["api"] if index == 0 else free_port()
+            port = ports["api"] if index == 0 else picked.pop()
             env = service_env(base, SPECS["api"], stack)
             env["API_PORT"] = str(port)
             self._add(Service(f"api-{index + 1}", "api", port, env, self._log(f"api-{index + 1}")))

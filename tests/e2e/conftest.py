@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from brokerx_devstack.procs import free_port
+from brokerx_devstack.procs import free_ports
 from brokerx_devstack.servers import stop_servers, wipe_data_dir
 from tests.support.polling import eventually
 
@@ -66,7 +66,9 @@ class Launcher:
     data_dir: Path
     log_path: Path
     ports: dict[str, int] = field(
-        default_factory=lambda: {name: free_port() for name in (*SERVICES, "smtp")}
+        default_factory=lambda: dict(
+            zip((*SERVICES, "smtp"), free_ports(len(SERVICES) + 1), strict=True)
+        )
     )
     process: subprocess.Popen[bytes] | None = None
 

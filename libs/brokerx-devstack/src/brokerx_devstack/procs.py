@@ -6,6 +6,7 @@ process by the time `stop` reads it from disk, and we must never signal that one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -153,6 +154,20 @@ def free_port(host: str = LOCALHOST) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
+    """`count` distinct ports the kernel considers free right now.
+
+    Each socket stays bound until all are picked: calling `free_port` once per service
+    can hand the same port out twice (the kernel may reuse a port just released), and two
+    services of one stack then fight over it.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def pick_port(*preferred: int | None, host: str = LOCALHOST) -> int:
