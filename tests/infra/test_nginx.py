@@ -23,6 +23,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from brokerx_devstack.procs import free_ports
+
 from .conftest import REPO_ROOT, free_port, require_binary, wait_for_port
 
 NGINX_DIR = REPO_ROOT / "infra/nginx"
@@ -163,7 +165,7 @@ def edge(
     upstream: str,
 ) -> Iterator[Edge]:
     root = tmp_path_factory.mktemp("nginx")
-    http_port, https_port = free_port(), free_port()
+    http_port, https_port = free_ports(2)  # distinct (see brokerx_devstack.procs)
     config = render_nginx(
         root,
         http_port=http_port,
