@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from brokerx_devstack.procs import free_ports
+from brokerx_devstack.procs import free_ports_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "matching", "worker")
@@ -48,11 +48,7 @@ def stack_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class DevStack:
     data_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
-    ports: dict[str, int] = field(
-        default_factory=lambda: dict(
-            zip((*SERVICES, "smtp"), free_ports(len(SERVICES) + 1), strict=True)
-        )
-    )
+    ports: dict[str, int] = field(default_factory=lambda: free_ports_for(*SERVICES, "smtp"))
     process: subprocess.Popen[bytes] | None = None
 
     @property

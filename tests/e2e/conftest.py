@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from brokerx_devstack.procs import free_ports
+from brokerx_devstack.procs import free_ports_for
 from brokerx_devstack.servers import stop_servers, wipe_data_dir
 from tests.support.polling import eventually
 
@@ -65,11 +65,7 @@ class Launcher:
 
     data_dir: Path
     log_path: Path
-    ports: dict[str, int] = field(
-        default_factory=lambda: dict(
-            zip((*SERVICES, "smtp"), free_ports(len(SERVICES) + 1), strict=True)
-        )
-    )
+    ports: dict[str, int] = field(default_factory=lambda: free_ports_for(*SERVICES, "smtp"))
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str], *extra_args: str) -> None:

@@ -17,6 +17,7 @@ from brokerx_devstack.procs import (
     accepts_connections,
     free_port,
     free_ports,
+    free_ports_for,
     group_orphans,
     pick_port,
     port_is_free,
@@ -52,6 +53,12 @@ def test_free_ports_are_distinct_and_free() -> None:
     ports = free_ports(500)
     assert len(set(ports)) == 500
     assert all(port_is_free(port) for port in ports[:20])
+
+
+def test_free_ports_for_names_one_distinct_port_each() -> None:
+    ports = free_ports_for("api", "matching", "worker", "smtp")
+    assert list(ports) == ["api", "matching", "worker", "smtp"]
+    assert len(set(ports.values())) == 4
 
 
 def test_pick_port_falls_back_to_any_free_port(listening: int) -> None:

@@ -151,9 +151,7 @@ def port_is_free(port: int, host: str = LOCALHOST) -> bool:
 
 def free_port(host: str = LOCALHOST) -> int:
     """A port the kernel considers free right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
@@ -168,6 +166,11 @@ def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
         for sock in sockets:
             sock.bind((host, 0))
         return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def free_ports_for(*names: str, host: str = LOCALHOST) -> dict[str, int]:
+    """`free_ports`, one per name."""
+    return dict(zip(names, free_ports(len(names), host), strict=True))
 
 
 def pick_port(*preferred: int | None, host: str = LOCALHOST) -> int:
