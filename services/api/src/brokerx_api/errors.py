@@ -14,7 +14,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from brokerx_core.observability.logging import get_logger
+from brokerx_api.middleware import request_ids
+from brokerx_core.observability.logging import (
+    CORRELATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    bind_ids,
+    get_logger,
+)
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger(__name__)
@@ -212,12 +218,24 @@ async def _infrastructure_error(request: Request, exc: Exception) -> JSONRespons
             "A value in the request is not acceptable (invalid character or out of range)",
             extra={"errors": []},
         )
-    return await _unexpected_error(request, exc)
+    log.exception("unhandled_error", path=request.url.path)
+    return _internal_error()
+
+
+def _internal_error(headers: dict[str, str] | None = None) -> JSONResponse:
+    return problem(
+        500, "internal_error", "Internal error", "An unexpected error occurred", headers=headers
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Run by Starlette's ServerErrorMiddleware, outside every user middleware: the
+    # request-id middleware never sees this answer, so the ids are set here (the same
+    # ones it bound to the request's logs).
+    request_id, correlation_id = request_ids(request.scope)
+    bind_ids(request_id, correlation_id)
     log.exception("unhandled_error", path=request.url.path)
-    return problem(500, "internal_error", "Internal error", "An unexpected error occurred")
+    return _internal_error({REQUEST_ID_HEADER: request_id, CORRELATION_ID_HEADER: correlation_id})
 
 
 def install_error_handlers(app: FastAPI) -> None:

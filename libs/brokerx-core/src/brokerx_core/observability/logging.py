@@ -11,7 +11,11 @@ import structlog
 
 REQUEST_ID_HEADER = "X-Request-ID"
 CORRELATION_ID_HEADER = "X-Correlation-ID"
-_MAX_ID_LENGTH = 64
+# Ids a client sends are echoed and logged: any printable ASCII up to this length
+# (docs/decisions.md, "Request ids"). A correlation id is also stored with the order
+# and its audit events, in columns of 64 characters.
+MAX_REQUEST_ID_LENGTH = 200
+MAX_CORRELATION_ID_LENGTH = 64
 
 
 def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -> None:
@@ -46,10 +50,16 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def clean_id(value: str | None) -> str:
-    """A caller-supplied id if it is short and printable, otherwise a fresh UUID."""
-    if value and len(value) <= _MAX_ID_LENGTH and value.isprintable() and " " not in value:
-        return value
+def clean_id(value: str | None, max_length: int = MAX_REQUEST_ID_LENGTH) -> str:
+    """A caller-supplied id (without surrounding whitespace) if it is printable ASCII
+    (spaces included) of at most `max_length` characters, otherwise a fresh UUID.
+
+    Control characters and anything outside ASCII are refused, never echoed: they could
+    split a response header or forge a log line."""
+    if value:
+        value = value.strip(" \t")
+        if value and len(value) <= max_length and value.isascii() and value.isprintable():
+            return value
     return str(uuid.uuid4())
 
 
