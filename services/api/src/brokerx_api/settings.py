@@ -39,13 +39,15 @@ class ApiSettings(BrokerXSettings):
     # In-process memo of live sessions (auth/session_cache.py); 0 turns it off.
     session_local_cache_seconds: float = Field(default=2.0, ge=0, le=60)
 
-    # Lockouts and throttling (per API.md: ≥ 60 sign-ups and ≥ 120 logins per minute per IP)
+    # Lockouts and throttling (per API.md: ≥ 60 sign-ups and ≥ 120 logins per minute per IP,
+    # also when they are all for one account: the per-account limit is the per-IP one,
+    # and guessing is stopped by the lockouts, which count consecutive failures).
     login_max_failures: int = 5
     mfa_max_failures: int = 3
     lockout_seconds: int = 900
     rate_limit_signup_per_minute: int = 120
     rate_limit_login_ip_per_minute: int = 240
-    rate_limit_login_account_per_minute: int = 30
+    rate_limit_login_account_per_minute: int = 240  # also MFA verify, per client
     rate_limit_verify_per_minute: int = 30
     rate_limit_resend_per_minute: int = 5
     rate_limit_verify_ip_per_minute: int = 240
