@@ -228,6 +228,59 @@ async def test_snapshot_without_read_models_is_an_empty_quote_and_book(
         assert messages["book"]["asks"] == []
 
 
+async def no_message_within(ws: Any, seconds: float = 0.3) -> bool:
+    try:
+        await asyncio.wait_for(ws.recv(), seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_a_trades_only_subscription_is_followed_by_a_quote_and_book_snapshot(
+    live: LiveApi, engine: AsyncEngine, redis: Redis
+) -> None:
+    quote = {"symbol": "AAPL", "bid": "189.99", "bid_size": 300, "ask": "190.01"}
+    quote |= {"ask_size": 200, "last": "190.00", "last_size": 5, "ts": "2024-05-01T14:30:00Z"}
+    book = {"symbol": "AAPL", "bids": [["189.99", 300]], "asks": [["190.01", 200]]}
+    book["ts"] = "2024-05-01T14:30:00Z"
+    await redis.set(QUOTE_KEY.format(symbol="AAPL"), json.dumps(quote))
+    await redis.set(BOOK_KEY.format(symbol="AAPL"), json.dumps(book))
+    _, ws = await authed(live, engine)
+    async with ws:
+        answer = await subscribe(ws, trades=["aapl"])
+        assert (answer["quotes"], answer["books"], answer["trades"]) == ([], [], ["AAPL"])
+        snapshot = [await recv_json(ws, timeout=1.0), await recv_json(ws, timeout=1.0)]
+        assert sorted(m["type"] for m in snapshot) == ["book", "quote"]
+        by_type = {m["type"]: m for m in snapshot}
+        assert (by_type["quote"]["bid"], by_type["quote"]["last"]) == ("189.99", "190.00")
+        assert by_type["book"]["bids"] == book["bids"]
+        assert by_type["book"]["asks"] == book["asks"]
+        assert await no_message_within(ws)
+
+        # Live, the subscription still carries trades only.
+        update = market_update("AAPL", bid="190.10", trades=[("190.20", 3)])
+        await publish_marketdata(redis, update)
+        trade = await recv_json(ws, timeout=1.0)
+        assert (trade["type"], trade["price"], trade["quantity"]) == ("trade", "190.20", 3)
+        assert await no_message_within(ws)
+
+
+async def test_each_subscribed_symbol_gets_one_quote_and_one_book_snapshot(
+    live: LiveApi, engine: AsyncEngine
+) -> None:
+    _, ws = await authed(live, engine)
+    async with ws:
+        await subscribe(ws, quotes=["MSFT"], books=["msft"], trades=["MSFT", "AAPL"])
+        snapshot = [await recv_json(ws, timeout=1.0) for _ in range(4)]
+        assert sorted((m["type"], m["symbol"]) for m in snapshot) == [
+            ("book", "AAPL"),
+            ("book", "MSFT"),
+            ("quote", "AAPL"),
+            ("quote", "MSFT"),
+        ]
+        assert await no_message_within(ws)
+
+
 async def test_live_market_data_reaches_subscribers_of_that_symbol_only(
     live: LiveApi, engine: AsyncEngine, redis: Redis
 ) -> None:
@@ -270,7 +323,8 @@ async def test_unsubscribe_stops_that_channel_only(
     _, ws = await authed(live, engine)
     async with ws:
         await subscribe(ws, quotes=["AAPL", "MSFT"])
-        await recv_json(ws), await recv_json(ws)
+        for _ in range(4):  # the snapshot: a quote and a book of each
+            await recv_json(ws)
         await ws.send(json.dumps({"action": "unsubscribe", "quotes": ["aapl"]}))
         answer = await recv_json(ws)
         assert answer == {
@@ -299,7 +353,7 @@ async def test_own_execution_report_arrives_within_one_second_and_only_to_its_ow
         await subscribe(alice_ws, orders=True)
         await subscribe(bob_ws, orders=True)
         await subscribe(carol_ws, quotes=["TSLA"])  # no `orders`: reports are opt-in
-        await recv_json(carol_ws)  # TSLA snapshot
+        await recv_json(carol_ws), await recv_json(carol_ws)  # TSLA snapshot: quote, book
 
         report = execution_report(alice, event="partial_fill", quantity=10, client_order_id="a-1")
         started = time.monotonic()
@@ -474,7 +528,7 @@ async def test_a_slow_consumer_gets_conflated_market_data_and_ends_on_the_latest
     async with slow, fast:
         await subscribe(slow, quotes=["AAPL"], trades=["AAPL"])
         await subscribe(fast, quotes=["AAPL"])
-        await recv_json(fast)  # snapshot
+        await recv_json(fast), await recv_json(fast)  # snapshot: quote, book
         conflated_before = dropped("conflated")
         # The slow client stops reading here. Flood it: every update carries trades (kept
         # one by one) and a new quote (conflated).

@@ -171,25 +171,26 @@ async def _change_subscriptions(
         ),
     )
     if action.action == "subscribe":
-        await _send_snapshots(conn, symbols["quotes"], symbols["books"])
+        # API.md: a snapshot (quote + book) follows every market-data subscription, of
+        # whichever channel: one of each per symbol, however many lists name it.
+        await _send_snapshots(conn, symbols["quotes"] | symbols["books"] | symbols["trades"])
 
 
-async def _send_snapshots(conn: Connection, quotes: set[str], books: set[str]) -> None:
-    """Queue the current quote/book of newly subscribed symbols, from the engine's read
-    models. Live data that arrives meanwhile wins over the (older) snapshot."""
-    for symbol in quotes:
+async def _send_snapshots(conn: Connection, subscribed: set[str]) -> None:
+    """Queue the current quote and book of each newly subscribed symbol, from the engine's
+    read models. Live data that arrives meanwhile wins over the (older) snapshot."""
+    for symbol in subscribed:
         conn.expect_snapshot("quote", symbol)
-    for symbol in books:
         conn.expect_snapshot("book", symbol)
     cache = instrument_cache(conn.websocket)
     redis = conn.websocket.app.state.redis
     try:
-        for symbol in sorted(quotes):
-            quote = await read_quote(redis, await cache.get(symbol))
+        for symbol in sorted(subscribed):
+            instrument = await cache.get(symbol)
+            quote = await read_quote(redis, instrument)
             text = protocol.dumps({"type": "quote", **quote.model_dump(mode="json")})
             conn.push_snapshot("quote", symbol, text)
-        for symbol in sorted(books):
-            book = await read_book(redis, await cache.get(symbol), SNAPSHOT_DEPTH)
+            book = await read_book(redis, instrument, SNAPSHOT_DEPTH)
             text = protocol.dumps({"type": "book", **book.model_dump(mode="json")})
             conn.push_snapshot("book", symbol, text)
     except DomainError as exc:  # Redis unavailable: live data resumes when it is back
