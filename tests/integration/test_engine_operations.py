@@ -12,7 +12,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokerx_core.messages import encode
-from brokerx_core.streams import MATCHING_GROUP
+from brokerx_core.streams import (
+    EXECUTIONS_STREAM,
+    MATCHING_GROUP,
+    NOTIFIER_GROUP,
+    order_stream_for,
+)
+from brokerx_matching.executions_stream import executions_housekeeping
 from brokerx_matching.service import MatchingService
 from tests.integration.engine_helpers import (
     assert_invariants,
@@ -22,7 +28,7 @@ from tests.integration.engine_helpers import (
     wait_order,
 )
 from tests.support.engine import matching_settings, running_matching
-from tests.support.orders_sql import Trader, create_trader, place_order
+from tests.support.orders_sql import Trader, create_trader, place_order, publish
 from tests.support.polling import eventually
 from tests.support.servers import ServerUrls
 
@@ -183,6 +189,80 @@ async def test_order_streams_are_trimmed_below_what_the_group_acknowledged(
         )
         # ... and trimmed only below it.
         assert [e[0] for e in await redis.xrange(held.stream)][-1] == entry_id
+
+
+async def rest_sells(engine: AsyncEngine, redis: Redis, seller: Trader, count: int) -> None:
+    """`count` resting sells (one `new` report each), applied and acknowledged."""
+    async with engine.begin() as conn:
+        sent = [
+            await place_order(conn, seller.account_id, "AAPL", "sell", 1, limit_price="199.00")
+            for _ in range(count)
+        ]
+    await publish(redis, sent)
+    await wait_consumed(redis, order_stream_for("AAPL", 4))
+
+
+async def test_executions_are_trimmed_only_below_what_every_group_acknowledged(
+    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis
+) -> None:
+    """A notifier that fell behind loses nothing, however far beyond the cap
+    (`executions_maxlen`, which applies only to a stream with no group)."""
+    seller = await trader(engine, AAPL=1_000)
+    await redis.xgroup_create(EXECUTIONS_STREAM, NOTIFIER_GROUP, id="0", mkstream=True)
+    settings = matching_settings(
+        servers, database_url, executions_maxlen=5, executions_retention_seconds=0
+    )
+    async with running_matching(settings):
+        await rest_sells(engine, redis, seller, 100)
+        [[_, read]] = await redis.xreadgroup(
+            NOTIFIER_GROUP, "mailer", {EXECUTIONS_STREAM: ">"}, count=100
+        )
+        ids = [entry_id for entry_id, _ in read]
+        assert len(ids) == 100
+        await redis.xack(EXECUTIONS_STREAM, NOTIFIER_GROUP, *ids[:50])
+        await rest_sells(engine, redis, seller, 150)
+        # Trimmed exactly below the oldest entry read but not acknowledged...
+        await eventually(
+            lambda: redis.xrange(EXECUTIONS_STREAM, count=1),
+            lambda first: first[0][0] == ids[50],
+            message="executions not trimmed below the notifier's first pending entry",
+        )
+        # ... keeping it, the other unacknowledged ones and the 150 not read yet.
+        assert await redis.xlen(EXECUTIONS_STREAM) == 200
+        [[_, rest]] = await redis.xreadgroup(
+            NOTIFIER_GROUP, "mailer", {EXECUTIONS_STREAM: ">"}, count=1_000
+        )
+        assert len(rest) == 150
+        await redis.xack(EXECUTIONS_STREAM, NOTIFIER_GROUP, *ids[50:], *[e[0] for e in rest])
+        # Everything acknowledged: all but the last delivered entry go.
+        await eventually(lambda: redis.xlen(EXECUTIONS_STREAM), lambda length: length == 1)
+    await assert_invariants(engine)
+
+
+async def test_acknowledged_executions_of_the_retention_window_are_kept(redis: Redis) -> None:
+    """The api's live fan-out reads outside any group: a report the notifier has
+    acknowledged stays for `retention_seconds`, so a reader stalled behind it loses
+    nothing; past the window (here 0) it goes."""
+    await redis.xgroup_create(EXECUTIONS_STREAM, NOTIFIER_GROUP, id="0", mkstream=True)
+    for n in range(20):
+        await redis.xadd(EXECUTIONS_STREAM, {"n": n})
+    [[_, read]] = await redis.xreadgroup(NOTIFIER_GROUP, "mailer", {EXECUTIONS_STREAM: ">"})
+    await redis.xack(EXECUTIONS_STREAM, NOTIFIER_GROUP, *[entry_id for entry_id, _ in read])
+    await executions_housekeeping(redis, maxlen=5, trim=True, retention_seconds=60)
+    assert await redis.xlen(EXECUTIONS_STREAM) == 20
+    await executions_housekeeping(redis, maxlen=5, trim=True, retention_seconds=0)
+    assert await redis.xlen(EXECUTIONS_STREAM) == 1  # the last delivered entry
+
+
+async def test_executions_without_any_group_are_capped(
+    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis
+) -> None:
+    seller = await trader(engine, AAPL=1_000)
+    settings = matching_settings(servers, database_url, executions_maxlen=5)
+    async with running_matching(settings):
+        await rest_sells(engine, redis, seller, 250)
+        # MAXLEN ~ 5: whole stream nodes only, so a few more than 5 may stay.
+        await eventually(lambda: redis.xlen(EXECUTIONS_STREAM), lambda length: length < 50)
 
 
 async def test_two_processes_share_the_shards_when_each_is_capped(

@@ -84,12 +84,7 @@ class BatchRunner:
         self.conn = conn
         self.settings = settings
         self.stop = stop
-        self.publisher = BatchPublisher(
-            link,
-            stream,
-            executions_maxlen=settings.executions_maxlen,
-            marketdata_maxlen=settings.marketdata_maxlen,
-        )
+        self.publisher = BatchPublisher(link, stream, marketdata_maxlen=settings.marketdata_maxlen)
         self.outbox = ReportOutbox(shard)
         self._exit_after_commit = settings.fault_exit_after_commit  # test hook
 

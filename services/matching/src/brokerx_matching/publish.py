@@ -38,20 +38,22 @@ from brokerx_matching.redis_link import Arg, RedisLink
 
 # KEYS: executions, marketdata, the shard's orders stream, orders.dead, then for each
 #       symbol its md:quote, md:book and md:trades keys.
-# ARGV: executions maxlen, marketdata maxlen, group, trades kept, then the counts of
-#       reports, symbols, acks and dead letters; then the reports; for each symbol its
-#       update, quote, book, number of trades and the trades (oldest first); the entry
-#       ids to acknowledge; five fields per dead letter.
+# ARGV: marketdata maxlen, group, trades kept, then the counts of reports, symbols,
+#       acks and dead letters; then the reports; for each symbol its update, quote,
+#       book, number of trades and the trades (oldest first); the entry ids to
+#       acknowledge; five fields per dead letter.
+# `executions` is not trimmed here: a MAXLEN would drop reports a group has not
+# acknowledged yet; the shard manager trims it below them (executions_stream.py).
 # `unpack` is chunked: Lua's C stack takes a few thousand values at most.
 _PUBLISH_BATCH = """
-local i = 9
-for _ = 1, tonumber(ARGV[5]) do
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
+local i = 8
+for _ = 1, tonumber(ARGV[4]) do
+    redis.call('XADD', KEYS[1], '*', 'data', ARGV[i])
     i = i + 1
 end
-for s = 0, tonumber(ARGV[6]) - 1 do
+for s = 0, tonumber(ARGV[5]) - 1 do
     local k = 5 + 3 * s
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[i])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
     redis.call('SET', KEYS[k], ARGV[i + 1])
     redis.call('SET', KEYS[k + 1], ARGV[i + 2])
     local n = tonumber(ARGV[i + 3])
@@ -61,24 +63,24 @@ for s = 0, tonumber(ARGV[6]) - 1 do
         for first = i, last, 500 do
             redis.call('LPUSH', KEYS[k + 2], unpack(ARGV, first, math.min(first + 499, last)))
         end
-        redis.call('LTRIM', KEYS[k + 2], 0, tonumber(ARGV[4]) - 1)
+        redis.call('LTRIM', KEYS[k + 2], 0, tonumber(ARGV[3]) - 1)
         i = i + n
     end
 end
-local acks = tonumber(ARGV[7])
+local acks = tonumber(ARGV[6])
 if acks > 0 then
     local last = i + acks - 1
     for first = i, last, 500 do
-        redis.call('XACK', KEYS[3], ARGV[3], unpack(ARGV, first, math.min(first + 499, last)))
+        redis.call('XACK', KEYS[3], ARGV[2], unpack(ARGV, first, math.min(first + 499, last)))
     end
     i = i + acks
 end
-for _ = 1, tonumber(ARGV[8]) do
+for _ = 1, tonumber(ARGV[7]) do
     redis.call('XADD', KEYS[4], '*', 'data', ARGV[i], 'error', ARGV[i + 1],
         'stream', ARGV[i + 2], 'entry_id', ARGV[i + 3], 'deliveries', ARGV[i + 4])
     i = i + 5
 end
-return i - 9
+return i - 8
 """
 
 
@@ -93,12 +95,9 @@ class DeadLetter:
 class BatchPublisher:
     """Publishes committed batches of one shard's stream."""
 
-    def __init__(
-        self, link: RedisLink, stream: str, *, executions_maxlen: int, marketdata_maxlen: int
-    ) -> None:
+    def __init__(self, link: RedisLink, stream: str, *, marketdata_maxlen: int) -> None:
         self.link = link
         self.stream = stream
-        self.executions_maxlen = executions_maxlen
         self.marketdata_maxlen = marketdata_maxlen
         self._sha = hashlib.sha1(_PUBLISH_BATCH.encode()).hexdigest()
 
@@ -112,7 +111,6 @@ class BatchPublisher:
         """One EVALSHA: reports, market data, dead letters, then the XACK."""
         keys: list[Arg] = [EXECUTIONS_STREAM, MARKETDATA_STREAM, self.stream, DEAD_LETTER_STREAM]
         args: list[Arg] = [
-            self.executions_maxlen,
             self.marketdata_maxlen,
             MATCHING_GROUP,
             TRADES_KEPT,

@@ -45,11 +45,18 @@ class MatchingSettings(BrokerXSettings):
     db_pool_size: int = 8
     # Advisory lock key of shard n is `shard_lock_base + n` (pg_try_advisory_lock).
     shard_lock_base: int = 72_430_000
-    # `executions` and `marketdata` have readers outside any consumer group (the api's
-    # live fan-out reads by id), so they are trimmed by length, approximately.
-    executions_maxlen: int = 100_000
+    # `executions` is trimmed below what every consumer group on it acknowledged (the
+    # worker's notifier), at the housekeeping pace; this cap applies only while it has
+    # no group at all (executions_stream.py).
+    executions_maxlen: int = Field(default=100_000, ge=1)
+    # Reports younger than this are never trimmed, acknowledged or not: the api's live
+    # fan-out reads outside any group and may stall briefly behind the notifier.
+    executions_retention_seconds: float = Field(default=60.0, ge=0)
+    # `marketdata` has no group (the api's live fan-out reads it by id): trimmed by
+    # length, approximately, on each XADD.
     marketdata_maxlen: int = 100_000
-    # Trim `orders.<shard>` below what the group acknowledged and refresh lag gauges.
+    # Trim `orders.<shard>` and `executions` below what their groups acknowledged and
+    # refresh lag gauges.
     housekeeping_seconds: float = 5.0
     # Server-side guards on the shard connections: a dead client is noticed within
     # seconds even when the kernel did not close the socket (host crash, partition).

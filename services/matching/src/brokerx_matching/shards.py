@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 from brokerx_core.observability.logging import get_logger
-from brokerx_core.streams import EXECUTIONS_STREAM
 from brokerx_matching import metrics
 from brokerx_matching.consumer import ShardConsumer, ShardLost
+from brokerx_matching.executions_stream import executions_housekeeping
 from brokerx_matching.settings import MatchingSettings
 
 log = get_logger(__name__)
@@ -99,6 +100,7 @@ class ShardManager:
         # One rebuild at a time: rebuilding is CPU-bound, so interleaving four of them
         # only delays every shard to the end; in turn, the first serves at once.
         self.rebuilding = asyncio.Lock()
+        self._next_executions_trim = 0.0
 
     @property
     def owned_shards(self) -> list[int]:
@@ -118,7 +120,7 @@ class ShardManager:
                 await self._acquire_free_shards()
                 if first_round is None:
                     first_round = asyncio.create_task(self._first_round_done())
-                await self._executions_lag()
+                await self._executions_housekeeping()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), self.settings.shard_poll_seconds)
         finally:
@@ -189,14 +191,19 @@ class ShardManager:
             self.consumers.pop(shard, None)
             metrics.SHARDS_OWNED.set(len(self._tasks))
 
-    async def _executions_lag(self) -> None:
-        """Lag of the `executions` readers (the notifier group), seen from the producer."""
-        with contextlib.suppress(Exception):
-            for group in await self.redis.xinfo_groups(EXECUTIONS_STREAM):
-                name = group["name"]
-                name = name.decode() if isinstance(name, bytes) else name
-                lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
-                metrics.STREAM_LAG.labels(EXECUTIONS_STREAM, name).set(lag)
+    async def _executions_housekeeping(self) -> None:
+        """Lag of the `executions` readers (the notifier group), seen from the producer,
+        at every poll; trimming below what they acknowledged at the housekeeping pace."""
+        now = time.monotonic()
+        trim = now >= self._next_executions_trim
+        if trim:
+            self._next_executions_trim = now + self.settings.housekeeping_seconds
+        await executions_housekeeping(
+            self.redis,
+            maxlen=self.settings.executions_maxlen,
+            trim=trim,
+            retention_seconds=self.settings.executions_retention_seconds,
+        )
 
     async def _shutdown(self) -> None:
         tasks = list(self._tasks.values())
