@@ -229,6 +229,34 @@ async def test_market_buy_walks_the_book_up_to_the_collar(
 
 
 @pytest.mark.usefixtures("matching")
+async def test_market_fok_that_cannot_fill_within_the_collar_does_not_trade(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    # AAPL reference 190.00, collar 5 % → up to 199.50: only 5 of the 8 shares qualify.
+    seller = await trader(engine, AAPL=100)
+    buyer = await trader(engine, cash=100_000)
+    for price in ("190.00", "199.51"):
+        sent = await submit(
+            engine,
+            redis,
+            lambda c, p=price: place_order(c, seller.account_id, "AAPL", "sell", 5, limit_price=p),
+        )
+        await wait_order(engine, sent.order_id, "new")
+    buy = await submit(
+        engine,
+        redis,
+        lambda c: place_order(c, buyer.account_id, "AAPL", "buy", 8, time_in_force="fok"),
+    )
+    row = await wait_order(engine, buy.order_id, "canceled")
+    assert (row.filled_quantity, row.reject_reason, row.reserved_amount) == (0, "fok", 0)
+    assert await trades(engine) == []
+    assert tuple(await account(engine, buyer)) == (dec("100000.00"), dec("0.00"))
+    assert tuple(await position(engine, seller, "AAPL"))[:2] == (100, 10)
+    assert await events(redis, buy.order_id) == ["canceled"]
+    await assert_invariants(engine)
+
+
+@pytest.mark.usefixtures("matching")
 async def test_market_sell_without_liquidity_is_canceled(engine: AsyncEngine, redis: Redis) -> None:
     seller = await trader(engine, TSLA=10)
     sell = await submit(

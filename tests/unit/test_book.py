@@ -250,6 +250,53 @@ def test_market_order_fully_beyond_the_collar() -> None:
     assert book.best_ask() == (100, 5)
 
 
+def test_market_fok_that_the_collar_stops_does_not_trade_at_all() -> None:
+    book = OrderBook()
+    rest(book, "s1", "A", SELL, 5, 100)
+    rest(book, "s2", "A", SELL, 5, 102)  # beyond the collar: does not count
+
+    result = book.submit_market("m1", "B", BUY, 8, 101, FOK)
+
+    assert result == MatchResult("m1", OrderState.CANCELED, (), 0, 0, 8, CancelReason.FOK, None)
+    assert book.best_ask() == (100, 5)
+    assert len(book) == 2
+
+
+def test_market_fok_with_too_little_liquidity_does_not_trade_at_all() -> None:
+    book = OrderBook()
+    rest(book, "b1", "A", BUY, 5, 100)
+
+    result = book.submit_market("m1", "B", SELL, 6, 90, FOK)
+
+    assert result == MatchResult("m1", OrderState.CANCELED, (), 0, 0, 6, CancelReason.FOK, None)
+    assert book.best_bid() == (100, 5)
+
+
+def test_market_fok_fills_entirely_within_the_collar() -> None:
+    book = OrderBook()
+    rest(book, "s1", "A", SELL, 5, 100)
+    rest(book, "s2", "C", SELL, 5, 101)
+    rest(book, "s3", "C", SELL, 5, 102)
+
+    result = book.submit_market("m1", "B", BUY, 8, 101, FOK)
+
+    assert result.state is OrderState.FILLED
+    assert fills_of(result) == [("s1", "m1", 100, 5), ("s2", "m1", 101, 3)]
+    assert book.best_ask() == (101, 2)
+
+
+@pytest.mark.parametrize("tif", [DAY, GTC, IOC])
+def test_market_order_of_any_other_time_in_force_trades_as_ioc(tif: TimeInForce) -> None:
+    book = OrderBook()
+    rest(book, "s1", "A", SELL, 5, 100)
+
+    result = book.submit_market("m1", "B", BUY, 8, 101, tif)
+
+    assert fills_of(result) == [("s1", "m1", 100, 5)]
+    assert result.cancel_reason is CancelReason.NO_LIQUIDITY
+    assert not book.contains("m1")
+
+
 # ----------------------------------------------------------------- ioc and fok
 
 

@@ -64,7 +64,9 @@ class ReferenceBook:
         side: Side,
         qty: int,
         limit: int,
-        tif: TimeInForce | None,  # None: market, `limit` is the collar
+        tif: TimeInForce,
+        *,
+        market: bool = False,  # `limit` is the collar; ioc unless fok
     ) -> Outcome:
         opposite = SELL if side == BUY else BUY
         crossing = [
@@ -100,9 +102,9 @@ class ReferenceBook:
             return ("filled", fills, filled, 0, 0, None, None)
         if self_trade:
             reason = "self_trade"
-        elif tif is None:
+        elif market and tif != TimeInForce.FOK:
             reason = "no_liquidity" if not self.in_priority(opposite) else "collar"
-        elif tif in (TimeInForce.IOC, TimeInForce.FOK):
+        elif market or tif in (TimeInForce.IOC, TimeInForce.FOK):
             reason = tif.value
         else:
             seq = self.next_seq
@@ -214,12 +216,14 @@ class BookMachine(RuleBasedStateMachine):
         assert got == self.ref.submit(order_id, account, side, qty, price, tif)
         self.record(order_id, got)
 
-    @rule(account=ACCOUNTS, side=SIDES, qty=st.integers(1, 30), collar=PRICES)
-    def market(self, account: str, side: Side, qty: int, collar: int) -> None:
+    @rule(account=ACCOUNTS, side=SIDES, qty=st.integers(1, 30), collar=PRICES, tif=LIMIT_TIFS)
+    def market(self, account: str, side: Side, qty: int, collar: int, tif: TimeInForce) -> None:
         order_id = self.new_id(qty)
-        got = outcome(self.book.submit_market(order_id, account, side, qty, collar))
-        assert got == self.ref.submit(order_id, account, side, qty, collar, None)
+        got = outcome(self.book.submit_market(order_id, account, side, qty, collar, tif))
+        assert got == self.ref.submit(order_id, account, side, qty, collar, tif, market=True)
         assert got[0] != "rested"
+        if tif == TimeInForce.FOK:
+            assert got[0] == "filled" or got[1] == []
         self.record(order_id, got)
 
     @rule(data=st.data())

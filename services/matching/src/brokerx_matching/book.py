@@ -7,9 +7,10 @@ results returned here.
 This module matches incoming orders: `OrderBook` adds to `BookLevels` (book_levels.py,
 the resting orders, cancel, recovery and queries) the operations that trade, namely
 limit orders with their time in force (day/gtc rest, ioc/fok cancel what is left, fok
-checked up front), market orders within their collar, and replaces that lose priority,
-all under price-time priority with self-trade prevention. The value types are in
-book_types.py and re-exported here: this is the module the engine imports.
+checked up front), market orders within their collar (as ioc, or fok), and replaces
+that lose priority, all under price-time priority with self-trade prevention. The
+value types are in book_types.py and re-exported here: this is the module the engine
+imports.
 
 `submit_limit` is the hot path: one flat loop over the opposite side's levels that
 reads and relinks the structure of book_levels.py in place, with no helper calls.
@@ -218,16 +219,20 @@ class OrderBook(BookLevels):
         side: Side,
         quantity: int,
         collar_ticks: int,
+        time_in_force: TimeInForce = TimeInForce.IOC,
     ) -> MatchResult:
         """Trade a market order at prices up to (buy) / down to (sell) `collar_ticks`.
 
         It never rests: the remainder is canceled with reason `collar` when the next
         opposite price is beyond the collar, `no_liquidity` when the opposite side is
-        empty, `self_trade` when the next resting order is the same account's.
+        empty, `self_trade` when the next resting order is the same account's. A fok
+        market order fills entirely within the collar or is canceled with reason `fok`
+        and nothing trades; any other time in force trades as ioc.
         """
-        # A market order matches exactly like an ioc limit order at its collar; only the
-        # reason for canceling the remainder differs.
-        result = self.submit_limit(order_id, account, side, quantity, collar_ticks, _IOC)
+        # A market order matches exactly like an ioc (fok) limit order at its collar;
+        # only the reason for canceling an ioc remainder differs.
+        tif = _FOK if time_in_force == _FOK else _IOC
+        result = self.submit_limit(order_id, account, side, quantity, collar_ticks, tif)
         if result[6] is not _R_IOC:
             return result
         opposite = self._ask_keys if side == _BUY else self._bid_keys

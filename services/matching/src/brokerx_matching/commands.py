@@ -69,7 +69,8 @@ def _new_order(
     quantity = order.quantity - order.filled_quantity
     if order.type == "market":
         collar = _collar_ticks(order, instrument, engine.market_collar)
-        result = book.submit_market(order.id, order.account_id, side, quantity, collar)
+        tif = TIFS[order.time_in_force]  # fok: all within the collar or nothing
+        result = book.submit_market(order.id, order.account_id, side, quantity, collar, tif)
     else:
         assert order.limit_price is not None
         ticks = price_ticks(order.limit_price, instrument.tick_size)
