@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from brokerx_core.db.session import create_engine
+from brokerx_core.money import CENT
 from brokerx_core.settings import BrokerXSettings
 
 MARKET_MAKER_EMAIL = "market-maker@brokerx.local"
@@ -27,10 +28,22 @@ MARKET_MAKER_SHARES = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class InstrumentSeed:
+    """One listed instrument. Its tick size must be a positive multiple of 0.01: then
+    price × (integer) quantity is always a whole number of cents, so what a fill pays
+    is exactly what its share of the reservation holds (docs/trading.md, "Tick sizes").
+    A sub-cent tick would let per-fill rounding pay more than was reserved."""
+
     symbol: str
     name: str
     reference_price: Decimal
-    tick_size: Decimal = Decimal("0.01")
+    tick_size: Decimal = CENT
+
+    def __post_init__(self) -> None:
+        tick = self.tick_size
+        if not tick.is_finite() or tick <= 0 or tick % CENT:
+            raise ValueError(
+                f"{self.symbol}: tick size {tick} is not a positive multiple of {CENT}"
+            )
 
 
 INSTRUMENTS: tuple[InstrumentSeed, ...] = (
