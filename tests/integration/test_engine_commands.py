@@ -25,6 +25,7 @@ from tests.integration.engine_helpers import (
 )
 from tests.support.engine import matching_settings, running_matching
 from tests.support.orders_sql import (
+    Sent,
     Trader,
     create_trader,
     place_order,
@@ -191,6 +192,107 @@ async def test_replace_rejections(engine: AsyncEngine, redis: Redis) -> None:
         "partially_filled",
         30,
     )
+    await assert_invariants(engine)
+
+
+async def rejected_replaces(redis: Redis, order_id: uuid.UUID, count: int) -> list[str | None]:
+    found = await eventually(
+        lambda: reports(redis, order_id),
+        lambda rs: len([r for r in rs if r.event == "replace_rejected"]) == count,
+    )
+    return [r.reason for r in found if r.event == "replace_rejected"]
+
+
+async def buy_topped_up_then_filled(
+    engine: AsyncEngine, redis: Redis, buyer: Trader, seller: Trader
+) -> tuple[uuid.UUID, Sent]:
+    """A buy of 100 @ 185.00 (18,500.00 reserved) whose replace to 95 @ 200.00 is written
+    (the api tops it up by 500.00 to 19,000.00) before 96 shares fill at 185.00, and
+    reaches the engine after them: it is refused (95 <= 96 filled)."""
+    bid = await submit(
+        engine,
+        redis,
+        lambda c: place_order(c, buyer.account_id, "AAPL", "buy", 100, limit_price="185.00"),
+    )
+    await wait_order(engine, bid.order_id, "new")
+    async with engine.begin() as conn:
+        change = await request_replace(
+            conn, bid.order_id, version=1, quantity=95, limit_price="200.00"
+        )
+    assert change is not None
+    assert (await order(engine, bid.order_id)).reserved_amount == dec("19000.00")
+    await submit(
+        engine,
+        redis,
+        lambda c: place_order(c, seller.account_id, "AAPL", "sell", 96, limit_price="185.00"),
+    )
+    row = await wait_order(engine, bid.order_id, "partially_filled")
+    # 96 × 185.00 = 17,760.00 consumed: 1,240.00 left for 4 shares that need 740.00.
+    assert (row.filled_quantity, row.reserved_amount) == (96, dec("1240.00"))
+    return bid.order_id, change
+
+
+@pytest.mark.usefixtures("matching")
+async def test_a_refused_replace_gives_back_the_apis_top_up(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    seller, buyer = await trader(engine, AAPL=100), await trader(engine, cash=100_000)
+    bid, change = await buy_topped_up_then_filled(engine, redis, buyer, seller)
+    await publish(redis, [change])
+    assert await rejected_replaces(redis, bid, 1) == ["quantity_below_filled"]
+    row = await order(engine, bid)
+    assert (row.version, row.quantity, row.limit_price, row.status) == (
+        1,
+        100,
+        dec("185.0000"),
+        "partially_filled",
+    )
+    assert row.reserved_amount == dec("740.00")  # 4 × 185.00: the 500.00 top-up is back
+    assert tuple(await account(engine, buyer)) == (dec("82240.00"), dec("740.00"))
+    await assert_invariants(engine)
+
+
+@pytest.mark.usefixtures("matching")
+async def test_a_refused_replace_keeps_what_a_later_replace_counts_on(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    """A second replace with the same version, written before the first is refused,
+    found the first one's top-up enough for its own terms: it must still be there when
+    the second is applied."""
+    seller, buyer = await trader(engine, AAPL=100), await trader(engine, cash=100_000)
+    bid, change = await buy_topped_up_then_filled(engine, redis, buyer, seller)
+    async with engine.begin() as conn:
+        # 6 leaves × 200.00 = 1,200.00 <= the 1,240.00 held: no top-up.
+        later = await request_replace(conn, bid, version=1, quantity=102, limit_price="200.00")
+    assert later is not None
+    await publish(redis, [change])
+    assert await rejected_replaces(redis, bid, 1) == ["quantity_below_filled"]
+    assert (await order(engine, bid)).reserved_amount == dec("1240.00")
+    await publish(redis, [later])
+    row = await wait_version(engine, bid, 2)
+    assert (row.quantity, row.limit_price, row.reserved_amount) == (
+        102,
+        dec("200.0000"),
+        dec("1200.00"),
+    )
+    assert tuple(await account(engine, buyer)) == (dec("82240.00"), dec("1200.00"))
+    await assert_invariants(engine)
+
+
+@pytest.mark.usefixtures("matching")
+async def test_a_refused_replace_of_a_sell_gives_back_the_shares(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    seller = await trader(engine, AAPL=100)
+    [ask] = await resting_sells(engine, redis, seller, "191.00", quantity=10)
+    async with engine.begin() as conn:
+        stale = await request_replace(conn, ask, version=3, quantity=25)  # tops up 15
+    assert stale is not None
+    assert tuple(await position(engine, seller, "AAPL"))[:2] == (100, 25)
+    await publish(redis, [stale])
+    assert await rejected_replaces(redis, ask, 1) == ["version_conflict"]
+    assert (await order(engine, ask)).reserved_quantity == 10
+    assert tuple(await position(engine, seller, "AAPL"))[:2] == (100, 10)
     await assert_invariants(engine)
 
 

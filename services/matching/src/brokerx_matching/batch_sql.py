@@ -42,6 +42,26 @@ BATCH_INPUTS = (
     + " FROM outbox WHERE id = ANY($2::bigint[])"
 )
 
+# Orders whose reservation the batch may cap (`Batch.excess_reservations`), locked first
+# (order rows come first in the lock order), so that the next statement, with a fresh
+# snapshot, sees every replace the api wrote for them: once an order is locked the api
+# can top it up no more until the batch commits.
+LOCK_ORDERS = "SELECT id FROM client_order WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE"
+# Those of the orders ($1) with a replace still in the outbox, other than the batch's own
+# commands ($2): its top-up may already be in the reservation. The outbox holds only the
+# commands not applied yet; `strpos` keeps the JSON parse to the order's own rows.
+REPLACES_IN_FLIGHT = """
+SELECT o.id FROM unnest($1::uuid[]) AS o(id)
+WHERE EXISTS (
+    SELECT 1 FROM outbox b
+    WHERE b.id <> ALL($2::bigint[])
+      AND CASE WHEN strpos(b.payload, o.id::text) > 0
+          THEN (b.payload::jsonb ->> 'order_id') = o.id::text
+               AND (b.payload::jsonb ->> 'type') = 'replace'
+          ELSE false END
+)
+"""
+
 # The orders of the batch ($1-$16, time $17) and the outbox rows of its commands ($18):
 # `updated` holds, per order, what its reservation released. The outbox rows go in the
 # same statement (no other lock is involved: the relay skips locked rows, intake only

@@ -16,7 +16,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
 from brokerx_core.messages import OrderCommand
-from brokerx_core.money import cash_up, ceil_to_tick, floor_to_tick
+from brokerx_core.money import ceil_to_tick, floor_to_tick
 from brokerx_matching.book import OrderState as BookState
 from brokerx_matching.engine_types import (
     RESTING_TIFS,
@@ -160,6 +160,10 @@ def _replace(
         if new_ticks is None:
             reason = "invalid_tick"
     if reason is not None:
+        if order.is_open:
+            # The api may have topped the reservation up for the refused terms.
+            batch.touch(order)
+            batch.excess_reservations.add(order.id)
         batch.reports.append(
             execution_report(
                 order,
@@ -179,11 +183,8 @@ def _replace(
     order.limit_price = new_price
     order.time_in_force = new_tif
     # What the new leaves need; the api topped up anything above what the order held.
+    order.cap_reservation_to_terms()
     leaves = new_quantity - order.filled_quantity
-    if order.is_buy:
-        order.cash_reservation().cap(cash_up(leaves * new_price))
-    else:
-        order.quantity_reservation().cap(leaves)
     batch.touch(order)
     batch.reports.append(
         execution_report(order, "replaced", batch.ts, correlation_id=command.correlation_id)

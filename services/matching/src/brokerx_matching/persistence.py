@@ -21,7 +21,9 @@ released reservations); a batch with trades is BEGIN, one statement for the orde
 outbox deletes that locks and reads the accounts then the positions to settle, one that
 writes everything else (trades, ledger, accounts, positions, instruments), COMMIT. The
 first statement also writes the report outbox (report_outbox.py): the batch's reports
-in, the last published batch's out.
+in, the last published batch's out. A batch that refused a replace of an open order
+(rare) runs in a transaction that first locks those orders and reads the outbox, to
+give back the api's top-up safely (`_cap_excess_reservations`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from brokerx_matching.batch_sql import (
     BATCH_INPUTS,
     EXISTING_OUTBOX,
     LOAD_ORDERS,
+    LOCK_ORDERS,
+    REPLACES_IN_FLIGHT,
     WRITE_SETTLEMENT,
 )
 from brokerx_matching.state import AVG_QUANTUM, Batch, OrderState, TradeRecord, new_order_state
@@ -154,14 +158,46 @@ async def commit_batch(
     instrument last price, outbox deletes, report outbox with `outbox` =
     `ReportOutbox.params`). Returns the lowest and highest id of the reports put in the
     report outbox (None: no report). Raises on any failure."""
-    if not batch.trades:
+    if not batch.trades and not batch.excess_reservations:
         # One statement: atomic without a transaction block (and its two round trips).
-        rows = await conn.fetch(APPLY_WITHOUT_TRADES, *_order_columns(batch, outbox))
-        if rows and rows[-1][0] == 4:  # last: (4, NULL, NULL, lowest, highest)
-            return int(rows[-1][3]), int(rows[-1][4])
-        return None
+        return _reported(await conn.fetch(APPLY_WITHOUT_TRADES, *_order_columns(batch, outbox)))
     async with conn.transaction():
+        if batch.excess_reservations:
+            await _cap_excess_reservations(conn, batch)
+        if not batch.trades:
+            return _reported(await conn.fetch(APPLY_WITHOUT_TRADES, *_order_columns(batch, outbox)))
         return await _settle(conn, batch, outbox)
+
+
+def _reported(rows: Sequence[Any]) -> tuple[int, int] | None:
+    """The report outbox ids in the last row of `APPLY_WITHOUT_TRADES`, if any."""
+    if rows and rows[-1][0] == 4:  # last: (4, NULL, NULL, lowest, highest)
+        return int(rows[-1][3]), int(rows[-1][4])
+    return None
+
+
+async def _cap_excess_reservations(conn: Connection, batch: Batch) -> None:
+    """Cap the reservation of each order in `batch.excess_reservations` that is still
+    open at what its terms need, unless a replace of it is still in the outbox.
+
+    A replace the engine rejects may have been topped up by the api, and that top-up
+    would otherwise stay reserved until the order ends. But the api may also have
+    accepted a later replace with the same version (a rejection does not change it)
+    and counted on that reservation when it computed its own top-up: capping it now
+    would leave that replace short once applied. Locking the orders first makes the
+    outbox read see every replace written for them (the api locks the order to write
+    one); an order with one in flight keeps its reservation, which that replace caps
+    when applied (or its rejection does, once it is the last).
+    """
+    orders = batch.orders
+    ids = sorted(i for i in batch.excess_reservations if orders[i].is_open)
+    if not ids:
+        return
+    await conn.execute(LOCK_ORDERS, ids)
+    in_flight = {row[0] for row in await conn.fetch(REPLACES_IN_FLIGHT, ids, batch.outbox_ids)}
+    for order_id in ids:
+        if order_id not in in_flight:
+            orders[order_id].cap_reservation_to_terms()
 
 
 async def _settle(conn: Connection, batch: Batch, outbox: Sequence[Any]) -> tuple[int, int] | None:

@@ -15,8 +15,11 @@ def bury(command: OrderCommand, order: OrderState | None, ts: datetime) -> Batch
 
     Its outbox row goes (the relay would republish it forever); a `pending_new` order
     is rejected with reason `engine_error` (its reservation released) so recovery does
-    not retry it at every rebuild; a cancel or replace gets its rejection report. The
-    books are not touched, so this works whatever state the engine is in.
+    not retry it at every rebuild; a cancel or replace gets its rejection report, and an
+    open order whose replace is retired gives back what the api reserved for the refused
+    terms (its row is written back as loaded, its reservation capped at what its terms
+    need, as for any refused replace). The books are not touched, so this works whatever
+    state the engine is in.
     """
     batch = Batch(ts)
     if command.outbox_id is not None:
@@ -33,6 +36,9 @@ def bury(command: OrderCommand, order: OrderState | None, ts: datetime) -> Batch
         event = "cancel_rejected"
     elif command.type == "replace":
         event = "replace_rejected"
+        if order.is_open:  # as for any rejected replace (commands.py): the api's top-up
+            batch.touch(order)
+            batch.excess_reservations.add(order.id)
     else:
         return batch
     batch.reports.append(

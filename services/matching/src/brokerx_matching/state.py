@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from brokerx_core.messages import OrderCommand
-from brokerx_core.money import ZERO
+from brokerx_core.money import ZERO, cash_up
 
 OPEN_STATUSES = frozenset({"pending_new", "new", "partially_filled"})
 TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected"})
@@ -135,6 +135,17 @@ class OrderState:
             self.qty_op = ReservationOp()
         return self.qty_op
 
+    def cap_reservation_to_terms(self) -> None:
+        """Lower the reservation to what the leaves need at the current terms: the cash
+        at the limit (a market buy: its collar price), or the shares of a sell."""
+        leaves = self.quantity - self.filled_quantity
+        if not self.is_buy:
+            self.quantity_reservation().cap(leaves)
+            return
+        basis = self.limit_price if self.type == "limit" else self.reservation_price
+        if basis is not None:
+            self.cash_reservation().cap(cash_up(leaves * basis))
+
 
 @dataclass(frozen=True, slots=True)
 class TradeRecord:
@@ -171,6 +182,10 @@ class Batch:
     # created_at of incoming orders at their first fill (intake-to-fill latency).
     first_fills: list[datetime] = field(default_factory=list)
     outcomes: list[tuple[str, str]] = field(default_factory=list)  # (type, outcome)
+    # Open orders that may hold more reservation than their terms need: the api topped
+    # it up for a replace the engine rejected. Capped at commit (persistence.py) unless
+    # another replace of the order is still in the outbox (it may need that top-up).
+    excess_reservations: set[uuid.UUID] = field(default_factory=set)
 
     def touch(self, order: OrderState) -> None:
         self.orders[order.id] = order
