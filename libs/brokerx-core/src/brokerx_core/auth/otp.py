@@ -29,6 +29,13 @@ def generate_code() -> str:
     return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
+def well_formed_code(code: str) -> bool:
+    """Whether `code` (surrounding spaces aside) is the form every issued code has:
+    6 ASCII digits. Nothing else can match, nor always be hashed (a lone surrogate)."""
+    code = code.strip()
+    return len(code) == CODE_DIGITS and code.isascii() and code.isdigit()
+
+
 def hash_code(secret: str, client_id: uuid.UUID, purpose: CodePurpose, code: str) -> str:
     """HMAC-SHA256 of the code bound to its client and purpose (hex)."""
     message = f"brokerx-otp:v1:{client_id}:{purpose}:{code.strip()}".encode()
@@ -81,6 +88,8 @@ async def consume_code(
     now: datetime,
 ) -> bool:
     """Spend the code if it is live and matches; True only for the one caller that spends it."""
+    if not well_formed_code(code):
+        return False
     rows = (
         await db.execute(
             select(VerificationCode.id, VerificationCode.code_hash).where(

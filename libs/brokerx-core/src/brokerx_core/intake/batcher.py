@@ -27,14 +27,15 @@ an idle system answers a lone request at once (no timer). Every order still gets
 exactly the outcome it would get alone: its own checks, its own reservation, its own
 replay. A batch that PostgreSQL refuses as a whole for a reason other than a lost
 connection (a value it cannot store, say) is retried one order at a time, so one bad
-request cannot fail its neighbours. Deadlocks and serialization failures retry.
+request cannot fail its neighbours; nor can an error of the orders fail the cycle's
+cancels or replaces. Deadlocks and serialization failures retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -64,7 +65,7 @@ from brokerx_core.intake.prepared import (
     prepare_order,
     replay_of,
 )
-from brokerx_core.intake.pretrade import InstrumentTerms, NewOrder
+from brokerx_core.intake.pretrade import InstrumentTerms, NewOrder, plausible_symbol
 from brokerx_core.intake.replaces import ReplaceRequest, replace_orders
 from brokerx_core.intake.rules import TradingRules
 from brokerx_core.observability.logging import get_logger
@@ -100,6 +101,10 @@ class _Request:
     correlation_id: str | None
     max_open_orders: int | None
     future: asyncio.Future[Any] = field(repr=False)
+
+
+# The requests of one kind taken for a flush cycle, and the method that flushes them.
+_Phase = tuple[Sequence[_Request | _Cancel | _Replace], Callable[[Any, Any], Awaitable[None]]]
 
 
 class IntakeBatcher:
@@ -204,28 +209,40 @@ class IntakeBatcher:
                 replaces = _take(self._replaces, self._max_batch)
                 if self._idle():
                     self._wake.clear()
-                taken: list[_Request | _Cancel | _Replace] = [*batch, *cancels, *replaces]
-                try:
-                    if connection is None or connection.is_closed():
-                        connection = await self._connect()
-                    if batch:
-                        await self._flush(connection, batch)
-                    if cancels:
-                        await self._flush_cancels(connection, cancels)
-                    if replaces:
-                        await self._flush_replaces(connection, replaces)
-                except asyncio.CancelledError:
-                    _fail(taken, ConnectionError("intake is shutting down"))
-                    raise
-                except Exception as exc:  # the batch's requests get the error (503 in the api)
-                    if connection_lost(exc, connection):
-                        await close_quietly(connection)
-                        connection = None
-                    if isinstance(exc, asyncpg.InternalClientError):
-                        exc = ConnectionError(f"intake connection broken: {exc}")
-                    _fail(taken, exc)
+                phases: list[_Phase] = [
+                    (batch, self._flush),
+                    (cancels, self._flush_cancels),
+                    (replaces, self._flush_replaces),
+                ]
+                connection = await self._cycle(connection, [p for p in phases if p[0]])
         finally:
             await close_quietly(connection)
+
+    async def _cycle(self, connection: Any, phases: list[_Phase]) -> Any:
+        """Flush each kind of request in turn; the connection to keep (None when lost).
+
+        An error fails the requests of its own kind only (503 in the api): the orders of
+        a cycle cannot fail its cancels, nor the cancels its replaces. A lost connection
+        fails every request of the cycle not yet answered.
+        """
+        taken = [request for requests, _ in phases for request in requests]
+        for requests, flush in phases:
+            try:
+                if connection is None or connection.is_closed():
+                    connection = await self._connect()
+                await flush(connection, requests)
+            except asyncio.CancelledError:
+                _fail(taken, ConnectionError("intake is shutting down"))
+                raise
+            except Exception as exc:
+                lost = connection_lost(exc, connection)
+                if isinstance(exc, asyncpg.InternalClientError):
+                    exc = ConnectionError(f"intake connection broken: {exc}")
+                _fail(taken if lost else requests, exc)  # the answered ones keep theirs
+                if lost:
+                    await close_quietly(connection)
+                    return None
+        return connection
 
     async def _flush_cancels(self, connection: Any, cancels: list[_Cancel]) -> None:
         rules = self._rules()
@@ -255,8 +272,9 @@ class IntakeBatcher:
         BATCH_SIZE.observe(len(batch))
         now = self._clock()
         rules = self._rules()
-        # PostgreSQL refuses NUL in text; no instrument has one (unknown_symbol below).
-        symbols = sorted({r.order.symbol for r in batch if "\x00" not in r.order.symbol})
+        # A symbol PostgreSQL cannot take (a NUL, a lone surrogate) would fail the read of
+        # every order's instrument: no instrument has one (unknown_symbol below).
+        symbols = sorted({r.order.symbol for r in batch if plausible_symbol(r.order.symbol)})
         instruments = {
             row["symbol"]: instrument_terms(row)
             for row in await connection.fetch(INSTRUMENTS_SQL, symbols)

@@ -22,6 +22,7 @@ from brokerx_core.intake.errors import (
     MarketClosed,
     PriceOutOfBand,
     RequestInvalid,
+    UnknownSymbol,
 )
 from brokerx_core.intake.rules import MAX_ORDER_QUANTITY, TradingRules
 from brokerx_core.money import ZERO_CASH, cash_up, ceil_to_tick, floor_to_tick, fmt
@@ -35,9 +36,16 @@ TIMES_IN_FORCE: tuple[str, ...] = ("day", "gtc", "ioc", "fok")
 REPLACE_TIMES_IN_FORCE: tuple[str, ...] = ("day", "gtc")
 # Above any listed price; keeps every Decimal operation on prices exact.
 MAX_PRICE = Decimal("1000000000")
+# Digits a price may be written with, trailing zeros included: the default Decimal
+# context's precision, so the tick, band and reservation arithmetic stays exact, and far
+# within what PostgreSQL's NUMERIC takes (`190.` and 20,000 zeros it refuses outright).
+MAX_PRICE_DIGITS = 28
 CLIENT_ORDER_ID_MAX_LENGTH = 64
 SYMBOL_MAX_LENGTH = 12
 _PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+# Printable ASCII without spaces: every listed symbol is, and nothing else can be sent
+# to PostgreSQL safely (a NUL, a lone surrogate from JSON's "\ud800").
+_PLAUSIBLE_SYMBOL = re.compile(rf"[!-~]{{1,{SYMBOL_MAX_LENGTH}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +137,15 @@ def parse_price(value: object, field: str = "limit_price") -> Decimal:
         raise InvalidPrice(f"{field} must be positive")
     if result > MAX_PRICE:
         raise InvalidPrice(f"{field} must be at most {MAX_PRICE}")
+    if len(result.as_tuple().digits) > MAX_PRICE_DIGITS:
+        raise InvalidPrice(f"{field} must be written with at most {MAX_PRICE_DIGITS} digits")
     return result
+
+
+def plausible_symbol(symbol: str) -> bool:
+    """Whether `symbol` could name an instrument (checked before any lookup: a symbol
+    PostgreSQL cannot even take must not reach the query the others share)."""
+    return _PLAUSIBLE_SYMBOL.fullmatch(symbol) is not None
 
 
 def _choice(
@@ -196,7 +212,8 @@ def parse_new_order(body: object, *, idempotency_key: str | None = None) -> NewO
     """Check the shape of a new-order body; raise the first applicable intake error.
 
     Structure first (`validation_error` lists every problem), then `invalid_quantity`,
-    then `invalid_price` (missing for a limit order, present for a market order).
+    then `invalid_price` (missing for a limit order, present for a market order), then
+    `unknown_symbol` for a symbol no instrument can have (the others are looked up).
     """
     if not isinstance(body, Mapping):
         raise RequestInvalid([{"loc": [], "msg": "the body must be a JSON object"}])
@@ -219,6 +236,8 @@ def parse_new_order(body: object, *, idempotency_key: str | None = None) -> NewO
         limit_price = parse_price(raw_price)
     elif raw_price is not None:
         raise InvalidPrice("a market order takes no limit_price")
+    if not plausible_symbol(symbol):
+        raise UnknownSymbol(f"unknown symbol {ascii(symbol)}")
     return NewOrder(symbol, side, order_type, quantity, limit_price, time_in_force, client_order_id)
 
 

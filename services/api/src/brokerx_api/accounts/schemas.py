@@ -11,7 +11,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
@@ -88,12 +88,21 @@ def _invalid_body(message: str, loc: list[str]) -> ValidationFailed:
     )
 
 
+def _json_decimal(text: str) -> Decimal:
+    # `1e9999999999999999999` is beyond Decimal: NaN, which the amount check refuses
+    # (invalid_amount) as it refuses any other number it cannot take.
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return Decimal("NaN")
+
+
 def parse_deposit_request(raw: bytes) -> DepositRequest:
     """Decode a deposit body; 422 `validation_error`, `invalid_amount` or
     `unsupported_currency` when it is not one."""
     try:
         # parse_int too: a 5000-digit integer is an invalid amount, not a parser crash.
-        body = json.loads(raw, parse_float=Decimal, parse_int=Decimal) if raw else None
+        body = json.loads(raw, parse_float=_json_decimal, parse_int=Decimal) if raw else None
     except (ValueError, RecursionError) as exc:  # JSON, UTF-8, `[[[…` nested too deep
         raise _invalid_body("invalid JSON", ["body"]) from exc
     if not isinstance(body, dict):

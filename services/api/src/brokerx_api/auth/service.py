@@ -22,6 +22,7 @@ from brokerx_api.auth.errors import (
     TokenRejected,
 )
 from brokerx_api.auth.mfa import open_totp_secret
+from brokerx_api.auth.schemas import MAX_EMAIL_LENGTH, possible_account_email
 from brokerx_api.auth.sessions import IssuedTokens, open_session
 from brokerx_api.auth.throttle import identity_of
 from brokerx_api.clients import repository as clients
@@ -79,12 +80,16 @@ async def login(ctx: AuthContext, email: str, password: str) -> IssuedTokens | M
         "login-account", identity_of(email), settings.rate_limit_login_account_per_minute
     )
     now = ctx.now()
-    client = await clients.get_by_email(ctx.db, email)
+    # An e-mail no account can have is not looked up: PostgreSQL would refuse a NUL in it.
+    possible = possible_account_email(email)
+    client = await clients.get_by_email(ctx.db, email) if possible else None
     # End the read transaction: no connection is held while argon2 runs.
     await ctx.db.commit()
     if client is None:
         await ctx.hashing.verify_dummy(password)
-        await ctx.audit("auth.login_failed", None, reason="unknown_email", email=email)
+        # Escaped when impossible: the audit's JSONB takes neither NUL nor lone surrogates.
+        shown = email if possible else ascii(email)[1:-1][:MAX_EMAIL_LENGTH]
+        await ctx.audit("auth.login_failed", None, reason="unknown_email", email=shown)
         await ctx.db.commit()
         raise InvalidCredentials()
     await _refuse_if_locked(ctx, client, now, "password")

@@ -13,8 +13,13 @@ KEY = "ratelimit:{bucket}:{identity}:{window}"
 
 
 def identity_of(value: str) -> str:
-    """A short stable digest of an identity (no e-mail addresses in Redis keys)."""
-    return hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]
+    """A short stable digest of an identity (no e-mail addresses in Redis keys).
+
+    Any string has one, even a lone surrogate (what JSON's `"\\ud800"` decodes to), which
+    plain UTF-8 cannot encode.
+    """
+    identity = value.strip().lower().encode("utf-8", "surrogatepass")
+    return hashlib.sha256(identity).hexdigest()[:32]
 
 
 async def enforce_limit(

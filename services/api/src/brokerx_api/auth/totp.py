@@ -30,7 +30,9 @@ def accepted_step(secret: str, code: str, now: float, last_step: int | None) -> 
     code seen over someone's shoulder is worthless once it has been used.
     """
     code = code.strip()
-    if len(code) != 6 or not code.isdigit():
+    # isdigit() alone also takes "١٢٣٤٥٦" (Arabic-Indic digits), which compare_digest
+    # cannot compare with the generated ASCII code.
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret, interval=INTERVAL_SECONDS)
     current = int(now // INTERVAL_SECONDS)

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from brokerx_api.orders.errors import OrderValidationFailed, PreconditionRequired, http_error
+from brokerx_api.orders.errors import (
+    OrderNotFound,
+    OrderValidationFailed,
+    PreconditionRequired,
+    http_error,
+)
 from brokerx_api.orders.metrics import ORDERS_REJECTED, received
 from brokerx_api.settings import ApiSettings
 from brokerx_core import intake
@@ -32,6 +37,9 @@ from brokerx_core.intake.cancels import CancelRequest
 from brokerx_core.intake.replaces import ReplaceRequest
 
 _RULES: dict[int, tuple[ApiSettings, TradingRules]] = {}
+# A version is a small integer: a longer If-Match names none (and int() of 4,300 digits
+# or more raises).
+MAX_VERSION_DIGITS = 18
 
 
 def trading_rules(settings: ApiSettings) -> TradingRules:
@@ -43,10 +51,29 @@ def trading_rules(settings: ApiSettings) -> TradingRules:
     return cached[1]
 
 
-def decode_body(raw: bytes) -> object:
-    """JSON with every number that has a fraction or exponent decoded as Decimal."""
+def _json_decimal(text: str) -> Decimal:
+    # `1e9999999999999999999` is beyond Decimal: NaN, which the field's own check refuses
+    # (invalid_price, invalid_quantity) as it refuses any other number it cannot take.
     try:
-        return json.loads(raw, parse_float=Decimal)
+        return Decimal(text)
+    except InvalidOperation:
+        return Decimal("NaN")
+
+
+def _json_int(text: str) -> int | Decimal:
+    # Past Python's int-parsing digit limit (ValueError), a Decimal: still a number, so
+    # the field's check answers (a price too large, a quantity not a share count).
+    try:
+        return int(text)
+    except ValueError:
+        return Decimal(text)
+
+
+def decode_body(raw: bytes) -> object:
+    """JSON with every number that has a fraction or exponent decoded as Decimal (and an
+    integer too long for int(): a number no field takes, never an error of its own)."""
+    try:
+        return json.loads(raw, parse_float=_json_decimal, parse_int=_json_int)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # `[[[…` too deep
         raise RequestInvalid([{"loc": [], "msg": "the body must be valid JSON"}]) from exc
 
@@ -60,7 +87,7 @@ def parse_if_match(value: str | None, *, required: bool) -> int | None:
     candidate = value.strip()
     if len(candidate) >= 2 and candidate[0] == candidate[-1] == '"':
         candidate = candidate[1:-1]
-    if not (candidate.isascii() and candidate.isdigit()):
+    if not (candidate.isascii() and candidate.isdigit()) or len(candidate) > MAX_VERSION_DIGITS:
         raise OrderValidationFailed(
             "If-Match: must be the order version (an integer, bare or quoted)",
             extra={"errors": [{"loc": ["If-Match"], "msg": "not an order version"}]},
@@ -77,10 +104,11 @@ def parse_order_id(value: str) -> uuid.UUID | None:
 
 
 def _existing_order_id(value: str) -> uuid.UUID:
-    """The path's order id; a value that is not a UUID names no order (404)."""
+    """The path's order id; a value that is not a UUID names no order: 404, before the
+    If-Match and the body are looked at (API.md lists 404 for the order's routes)."""
     parsed = parse_order_id(value)
     if parsed is None:
-        raise intake.OrderNotFound("no such order")
+        raise OrderNotFound("no such order")
     return parsed
 
 
@@ -121,13 +149,12 @@ async def amend_order(
 ) -> OrderRecord:
     """PATCH /orders/{id}: the replace written (group commit, `replaces.replace_orders`)
     and published; the order as persisted."""
+    parsed_id = _existing_order_id(order_id)
     expected_version = parse_if_match(if_match, required=True)
     assert expected_version is not None
     try:
         amendment = intake.parse_amendment(decode_body(raw_body))
-        request = ReplaceRequest(
-            account_id, _existing_order_id(order_id), expected_version, amendment, correlation_id
-        )
+        request = ReplaceRequest(account_id, parsed_id, expected_version, amendment, correlation_id)
         amended = await batcher.replace(request)
     except IntakeError as exc:
         raise http_error(exc) from exc
@@ -143,9 +170,9 @@ async def cancel_order(
     correlation_id: str,
 ) -> OrderRecord:
     """DELETE /orders/{id}: the cancel request written (group commit); the order as read."""
+    parsed_id = _existing_order_id(order_id)
     expected_version = parse_if_match(if_match, required=False)
     try:
-        parsed_id = _existing_order_id(order_id)
         amended = await batcher.cancel(
             CancelRequest(account_id, parsed_id, expected_version, correlation_id)
         )
