@@ -1,6 +1,14 @@
 """Run the schema migrations: `python -m brokerx_core.migrate [upgrade|downgrade] [rev]`.
 
 Alembic runs in a worker thread because its env.py drives its own event loop.
+
+Rollback rule: `upgrade` to head is a no-op (exit 0, warning `schema_newer_than_code`)
+when the database is at a revision this code does not know. That is a rolled-back
+release meeting the schema of a newer one; migrations are written backward compatible
+(docs/operations.md, "Deploy"), so the older code runs on it. Without the rule Alembic
+fails with "Can't locate revision", the compose `migrate` service exits 1 and api,
+matching and worker never start. The price: a database stamped by an unrelated Alembic
+project is not refused here either (the services' own checks fail on it instead).
 """
 
 from __future__ import annotations
@@ -12,8 +20,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from brokerx_core.observability.logging import configure_logging, get_logger
 from brokerx_core.settings import BrokerXSettings
+
+log = get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -40,9 +54,45 @@ def earlier_function(filename: str) -> str:
     return original.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Migrate the database up to `revision`."""
-    command.upgrade(alembic_config(database_url), revision)
+def database_revisions(database_url: str) -> tuple[str, ...]:
+    """The revisions in the database's `alembic_version` (none for a fresh database)."""
+
+    async def read() -> tuple[str, ...]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(
+                    lambda sync: tuple(MigrationContext.configure(sync).get_current_heads())
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def unknown_revisions(config: Config, revisions: tuple[str, ...]) -> list[str]:
+    """The revisions this code's migrations do not contain (exact ids, no prefixes)."""
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    return [revision for revision in revisions if revision not in known]
+
+
+def upgrade(database_url: str, revision: str = "head") -> bool:
+    """Migrate the database up to `revision`; False when it was left alone because it
+    is already past this code's head (see the module docstring)."""
+    config = alembic_config(database_url)
+    if revision == "head":
+        unknown = unknown_revisions(config, database_revisions(database_url))
+        if unknown:
+            log.warning(
+                "schema_newer_than_code",
+                database_revisions=unknown,
+                code_head=ScriptDirectory.from_config(config).get_current_head(),
+                action="no migration run; this code relies on the newer schema being "
+                "backward compatible",
+            )
+            return False
+    command.upgrade(config, revision)
+    return True
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:
@@ -50,13 +100,14 @@ def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-async def upgrade_async(database_url: str, revision: str = "head") -> None:
+async def upgrade_async(database_url: str, revision: str = "head") -> bool:
     """`upgrade` from inside a running event loop."""
-    await asyncio.to_thread(upgrade, database_url, revision)
+    return await asyncio.to_thread(upgrade, database_url, revision)
 
 
 def main() -> None:
     settings = BrokerXSettings()
+    configure_logging("migrate", settings.log_level, json=settings.log_json)
     action = sys.argv[1] if len(sys.argv) > 1 else "upgrade"
     url = settings.sqlalchemy_url
     if action == "upgrade":
