@@ -10,15 +10,19 @@ A dump is written to a hidden temporary file and renamed into place only once it
 complete and its checksum is on disk, so a `.dump` file is always a whole backup. A
 failed dump removes its own temporary file and never touches older backups.
 
-This module is the job: settings, metrics, schedule and command line. File names and
-retention live in `backup_retention`, pg_dump and the files it writes in `backup_files`.
+Metrics come from the backups directory itself, read at every scrape
+(`backup_status`): a backup or a failure of `make backup`, a process of its own, shows
+in the worker's /metrics without a restart.
+
+This module is the job: settings, schedule and command line. File names and retention
+live in `backup_retention`, pg_dump and the files it writes in `backup_files`, the
+metrics in `backup_status`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -30,7 +34,6 @@ from typing import Any, Protocol
 
 from arq import cron
 from arq.cron import CronJob
-from prometheus_client import Counter, Gauge
 
 from brokerx_core.observability.logging import get_logger
 from brokerx_worker.backup_files import (
@@ -40,23 +43,11 @@ from brokerx_worker.backup_files import (
     run_pg_dump,
     start_partial,
 )
-from brokerx_worker.backup_retention import apply_retention, backup_filename, list_backups
+from brokerx_worker.backup_retention import apply_retention, backup_filename
+from brokerx_worker.backup_status import record_failure, watch
 from brokerx_worker.cron import arq_cron_kwargs
 
 log = get_logger(__name__)
-
-BACKUP_LAST_SUCCESS = Gauge(
-    "brokerx_backup_last_success_timestamp_seconds",
-    "Unix time at which the newest successful database backup was taken",
-)
-BACKUP_LAST_SIZE = Gauge(
-    "brokerx_backup_last_size_bytes",
-    "Size in bytes of the newest successful database backup",
-)
-BACKUP_FAILURES = Counter(
-    "brokerx_backup_failures",
-    "Database backups that failed (pg_dump error, timeout, I/O error)",
-)
 
 
 class BackupSettings(Protocol):
@@ -102,10 +93,12 @@ async def create_backup(
 ) -> BackupResult:
     """Dump the database into BACKUP_DIR, checksum it, then apply retention.
 
-    On failure: the partial file is removed, older backups stay, the failure counter
-    goes up and BackupFailed (or the cancellation) propagates.
+    On failure: the partial file is removed, older backups stay, the failure is
+    recorded in the directory's status file and BackupFailed (or the cancellation)
+    propagates.
     """
     directory = Path(settings.backup_dir)
+    watch(directory)
     taken_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     final = directory / backup_filename(taken_at)
     partial: Path | None = None
@@ -118,14 +111,14 @@ async def create_backup(
     except BaseException as exc:
         if partial is not None:
             partial.unlink(missing_ok=True)
-        BACKUP_FAILURES.inc()
-        log.error("backup_failed", file=str(final), error=str(exc) or type(exc).__name__)
+        error = str(exc) or type(exc).__name__
+        # In place, not in a thread: this also runs while the job is being cancelled.
+        record_failure(directory, at=time.time(), error=error)
+        log.error("backup_failed", file=str(final), error=error)
         if isinstance(exc, OSError):
             raise BackupFailed(f"backup I/O error: {exc}") from exc
         raise
 
-    BACKUP_LAST_SUCCESS.set(taken_at.timestamp())
-    BACKUP_LAST_SIZE.set(size)
     deleted = await asyncio.to_thread(
         apply_retention,
         directory,
@@ -150,17 +143,12 @@ async def nightly_backup(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def prime_backup_metrics(backup_dir: str | Path) -> None:
-    """Set the gauges from the newest backup on disk (call at worker start-up).
+    """Export the backups of `backup_dir` (call at worker start-up).
 
-    Without it a restarted worker would report "no backup since 1970" until 02:00.
+    From then on every scrape reads the directory: the newest backup and the recorded
+    failures, whichever process wrote them.
     """
-    backups = list_backups(Path(backup_dir))
-    if not backups:
-        return
-    newest, taken_at = backups[-1]
-    with contextlib.suppress(FileNotFoundError):
-        BACKUP_LAST_SIZE.set(newest.stat().st_size)
-        BACKUP_LAST_SUCCESS.set(taken_at.timestamp())
+    watch(backup_dir)
 
 
 # --- schedule --------------------------------------------------------------------------
@@ -178,7 +166,7 @@ def backup_cron_job(cron_expression: str = "0 2 * * *") -> CronJob:
 
 
 async def load_backup_metrics(ctx: dict[str, Any]) -> None:
-    """Worker background task: set the gauges from the backups on disk, once, at start."""
+    """Worker background task: export the metrics of BACKUP_DIR, read at every scrape."""
     await asyncio.to_thread(prime_backup_metrics, ctx["settings"].backup_dir)
 
 
