@@ -3,6 +3,8 @@
 #   nginx       -> tests/infra/test_nginx.py   (nginx -t + a real TLS proxy)
 #   sshd, ssh   -> tests/infra/test_deploy.py  (deploy/rollback over a real SSH hop)
 #   promtool    -> tests/infra/test_prometheus.py (shipped in the `prometheus` package)
+#   amtool      -> tests/infra/test_alertmanager.py (the `prometheus-alertmanager` package)
+#   busybox     -> tests/infra/test_alertmanager.py (render.sh under the image's shell/awk)
 #   pg_dump,    -> tests/infra/test_backup.py  (backup job + restore script)
 #   pg_restore, psql, createdb
 #   ShellCheck  -> tests/infra/test_deploy.py  (lint of the shell scripts, if present)
@@ -21,6 +23,8 @@ command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-
 [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox)
 { command -v pg_dump && command -v pg_restore && command -v psql; } >/dev/null 2>&1 \
     || missing+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
@@ -34,7 +38,8 @@ fi
 
 echo "install-system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# Keep package post-install scripts from starting nginx/sshd/prometheus daemons.
+# Keep package post-install scripts from starting nginx/sshd/prometheus/alertmanager
+# daemons.
 policy_rc=/usr/sbin/policy-rc.d
 created_policy=0
 if [[ ! -e "$policy_rc" ]]; then

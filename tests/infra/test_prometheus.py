@@ -43,17 +43,19 @@ def rules() -> dict[str, dict[str, Any]]:
     return {rule["alert"]: rule for group in groups for rule in group["rules"]}
 
 
-def test_scrapes_the_three_services(config: dict[str, Any]) -> None:
-    targets = {
-        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
-        for job in config["scrape_configs"]
-    }
-    assert targets["api"] == ["api:3000"]
-    assert targets["matching"] == ["matching:8001"]
-    assert targets["worker"] == ["worker:8002"]
-    for job in ("api", "matching", "worker"):
-        spec = next(j for j in config["scrape_configs"] if j["job_name"] == job)
-        assert spec.get("metrics_path", "/metrics") == "/metrics"
+def test_scrapes_every_replica_of_the_three_services_by_dns(config: dict[str, Any]) -> None:
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name, port in (("api", 3000), ("matching", 8001), ("worker", 8002)):
+        job = jobs[name]
+        # `matching:8001` would be one target whatever `--scale matching=N` started.
+        assert "static_configs" not in job, f"{name}: a static target hides the replicas"
+        assert job["dns_sd_configs"] == [
+            {"names": [name], "type": "A", "port": port, "refresh_interval": "15s"}
+        ]
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        assert compose[name]["expose"] == [str(port)], name
+        assert {"target_label": "service", "replacement": name} in job["relabel_configs"]
     assert config["rule_files"] == ["alerts.yml"]
 
 
@@ -101,8 +103,9 @@ WORKER = '{job="worker", instance="worker:8002"}'
 RULE_TESTS: list[dict[str, Any]] = [
     {  # ServiceDown: after a minute of failed scrapes, not before.
         "input_series": [
-            {"series": 'up{job="api", instance="api:3000"}', "values": "1 1 0 0 0 0"},
-            {"series": 'up{job="matching", instance="matching:8001"}', "values": "1x5"},
+            {"series": 'up{job="api", instance="172.18.0.5:3000"}', "values": "1 1 0 0 0 0"},
+            {"series": 'up{job="matching", instance="172.18.0.6:8001"}', "values": "1x5"},
+            {"series": 'up{job="worker", instance="172.18.0.7:8002"}', "values": "1x5"},
         ],
         "alert_rule_test": [
             {"eval_time": "2m", "alertname": "ServiceDown", "exp_alerts": []},
@@ -110,8 +113,45 @@ RULE_TESTS: list[dict[str, Any]] = [
                 "eval_time": "4m",
                 "alertname": "ServiceDown",
                 "exp_alerts": [
-                    {"exp_labels": {"severity": "critical", "job": "api", "instance": "api:3000"}}
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "job": "api",
+                            "instance": "172.18.0.5:3000",
+                        }
+                    }
                 ],
+            },
+        ],
+    },
+    {  # ServiceDown with DNS discovery: one of two matching replicas removed is no
+        # outage; every container of a service gone (no target, no `up`) is one.
+        "input_series": [
+            {"series": 'up{job="api", instance="172.18.0.5:3000"}', "values": "1x20"},
+            {"series": 'up{job="worker", instance="172.18.0.7:8002"}', "values": "1x20"},
+            {"series": 'up{job="matching", instance="172.18.0.6:8001"}', "values": "1x20"},
+            {
+                "series": 'up{job="matching", instance="172.18.0.8:8001"}',
+                "values": "1 1 stale",
+            },
+            {"series": 'up{job="worker", instance="172.18.0.9:8002"}', "values": "1x20"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "ServiceDown", "exp_alerts": []},
+        ],
+    },
+    {
+        "input_series": [
+            {"series": 'up{job="api", instance="172.18.0.5:3000"}', "values": "1x20"},
+            {"series": 'up{job="worker", instance="172.18.0.7:8002"}', "values": "1x20"},
+            {"series": 'up{job="matching", instance="172.18.0.6:8001"}', "values": "1 1 stale"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "ServiceDown", "exp_alerts": []},
+            {
+                "eval_time": "5m",
+                "alertname": "ServiceDown",
+                "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "matching"}}],
             },
         ],
     },
