@@ -82,11 +82,18 @@ secrets: ## create ./secrets/* (DB password, JWT secret, Grafana password, TOTP 
 certs: ## self-signed TLS certificate for local compose
 	./infra/nginx/make-cert.sh
 
-up: secrets certs ## docker compose: build and start everything, wait for health
-	COMPOSE_PROFILES=$${COMPOSE_PROFILES-mail} $(COMPOSE) up -d --build --remove-orphans --wait --wait-timeout 300
+# Compose profiles for up/down: COMPOSE_PROFILES from the environment (or the make
+# command line) if set there, even empty; else from .env, which docker compose reads
+# itself (`COMPOSE_PROFILES=` there means no profile); else `mail` (Mailpit).
+compose_profiles = if [[ -z "$${COMPOSE_PROFILES+set}" ]] && \
+	! grep -Eqs '^[[:space:]]*(export[[:space:]]+)?COMPOSE_PROFILES=' .env; then \
+	export COMPOSE_PROFILES=mail; fi;
+
+up: secrets certs ## docker compose: build and start everything (Mailpit unless COMPOSE_PROFILES/.env say otherwise), wait for health
+	$(compose_profiles) $(COMPOSE) up -d --build --remove-orphans --wait --wait-timeout 300
 
 down: ## docker compose: stop everything (volumes kept)
-	COMPOSE_PROFILES=$${COMPOSE_PROFILES-mail} $(COMPOSE) down
+	$(compose_profiles) $(COMPOSE) down
 
 logs: ## docker compose: follow logs (SERVICE=api to pick one)
 	$(COMPOSE) logs -f --tail=200 $(SERVICE)

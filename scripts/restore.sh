@@ -50,12 +50,17 @@ if [[ "$mode" == compose ]]; then
     if [[ -f "$file" ]]; then
         [[ -f "$file.sha256" ]] || die "$file.sha256 is missing: refusing an unverifiable backup"
         say "copying $file into the worker's /backups volume"
+        # Mode 0600 like the backups the worker writes (a dump holds every client's
+        # data), whatever the container's umask; renamed into place once whole,
+        # checksum first as the backup job does.
         # shellcheck disable=SC2016  # $1 expands in the container's shell
-        "${compose[@]}" exec -T worker sh -c 'cat > "/backups/.incoming.$1"' _ "$name" < "$file"
+        copy_in='umask 077 && cat > "/backups/.incoming.$1" && chmod 0600 "/backups/.incoming.$1"'
+        "${compose[@]}" exec -T worker sh -c "$copy_in" _ "$name" < "$file"
+        "${compose[@]}" exec -T worker sh -c "$copy_in" _ "$name.sha256" < "$file.sha256"
         # shellcheck disable=SC2016
-        "${compose[@]}" exec -T worker sh -c 'cat > "/backups/$1.sha256"' _ "$name" < "$file.sha256"
-        # shellcheck disable=SC2016
-        "${compose[@]}" exec -T worker sh -c 'mv -f "/backups/.incoming.$1" "/backups/$1"' _ "$name"
+        "${compose[@]}" exec -T worker sh -c \
+            'mv -f "/backups/.incoming.$1.sha256" "/backups/$1.sha256" &&
+             mv -f "/backups/.incoming.$1" "/backups/$1"' _ "$name"
     fi
     exec "${compose[@]}" exec -T \
         -e RESTORE_MODE=local \
