@@ -35,6 +35,7 @@ from tests.support.orders_sql import (
     place_order,
     publish,
     request_cancel,
+    request_replace,
 )
 from tests.support.polling import eventually
 from tests.support.servers import ServerUrls
@@ -177,14 +178,31 @@ async def test_restart_rebuilds_the_book_with_its_priorities(
 async def test_orders_committed_but_never_published_are_applied_at_start(
     servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis
 ) -> None:
-    """The api crashed between its commit and the XADD: recovery applies the orders in
-    intake order and consumes their outbox rows."""
-    sell, buy = await crossing_pair(engine)
+    """The api crashed between its commits and the XADDs: recovery applies the orders in
+    intake order and consumes their outbox rows. Two bids at one price then a sell for
+    one lot: only intake order decides which bid trades (the earlier one, by time
+    priority), and a sell applied first would trade with whichever bid came next."""
+    early, late = await trader(engine, cash=100_000), await trader(engine, cash=100_000)
+    seller = await trader(engine, AAPL=100)
+    placed = []
+    for who, side in ((early, "buy"), (late, "buy"), (seller, "sell")):
+        async with engine.begin() as conn:  # one intake transaction each, in this order
+            sent = await place_order(conn, who.account_id, "AAPL", side, 10, limit_price="190.00")
+        assert sent is not None
+        placed.append(sent)
+    first_bid, second_bid, sell = placed
     async with running_matching(matching_settings(servers, database_url)):
         await wait_settled(engine, timeout=5)
+        assert (await order(engine, first_bid.order_id)).status == "filled"
+        assert (await order(engine, second_bid.order_id)).status == "new"
         assert (await order(engine, sell.order_id)).status == "filled"
-        assert (await order(engine, buy.order_id)).status == "filled"
-        assert await events(redis, buy.order_id) == ["new", "fill"]
+        [trade] = await trades(engine)
+        assert (trade.buy_order_id, trade.sell_order_id) == (first_bid.order_id, sell.order_id)
+        assert trade.aggressor_side == "sell"
+        assert await events(redis, first_bid.order_id) == ["new", "fill"]
+        assert await events(redis, second_bid.order_id) == ["new"]
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one() == 0
     await assert_invariants(engine)
 
 
@@ -285,6 +303,44 @@ async def test_poison_command_goes_to_dead_letter_after_max_deliveries(
         )
         await wait_order(engine, buy.order_id, "filled")
     assert (await account(engine, seller)).cash == 1900
+    await assert_invariants(engine)
+
+
+async def test_a_poison_replace_gives_back_the_apis_top_up(
+    servers: ServerUrls, database_url: str, engine: AsyncEngine, redis: Redis
+) -> None:
+    """A replace that fails every time is retired with `replace_rejected`; like any
+    refused replace of an open order, what the api reserved for its terms goes back."""
+    buyer = await trader(engine, cash=100_000)
+    settings = matching_settings(servers, database_url, max_deliveries=2)
+    async with running_matching(settings):
+        bid = await submit(
+            engine,
+            redis,
+            lambda c: place_order(c, buyer.account_id, "AAPL", "buy", 10, limit_price="185.00"),
+        )
+        await wait_order(engine, bid.order_id, "new")
+        async with engine.begin() as conn:
+            grow = await request_replace(conn, bid.order_id, version=1, quantity=12)
+        assert grow is not None
+        assert (await account(engine, buyer)).reserved_cash == 2220  # topped up by 370.00
+        # What reaches the engine cannot be stored (quantity beyond BIGINT): it fails at
+        # every delivery.
+        poison = grow.command.model_copy(update={"new_quantity": 2**63})
+        await publish(redis, [Sent(grow.stream, poison)])
+        await eventually(
+            lambda: redis.xrange(DEAD_LETTER_STREAM), lambda x: len(x) == 1, timeout=30
+        )
+        assert (await events(redis, bid.order_id))[-1] == "replace_rejected"
+        assert (await reports(redis, bid.order_id))[-1].reason == "engine_error"
+        row = await order(engine, bid.order_id)
+        assert (row.status, row.version, row.quantity, row.reserved_amount) == (
+            "new",
+            1,
+            10,
+            1850,
+        )
+        assert (await account(engine, buyer)).reserved_cash == 1850
     await assert_invariants(engine)
 
 
