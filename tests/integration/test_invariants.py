@@ -2,138 +2,36 @@
 database: each must be found, and a consistent database must show none.
 
 Some violations cannot exist while the schema's CHECK constraints stand (a terminal
-order holding a reservation, a status that contradicts its fills). Those are planted in
-a transaction that drops the constraint, checked on that same connection, and rolled
-back, so the schema is untouched afterwards.
+order holding a reservation, a status that contradicts its fills, a reservation above
+what the account holds). Those are planted in a transaction that drops the constraint,
+checked on that same connection, and rolled back, so the schema is untouched afterwards:
+the checker must find them without relying on the schema it audits.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from brokerx_core.invariants import Violation, find_violations, find_violations_on
+from brokerx_core import invariants
+from brokerx_core.invariants import find_violations, find_violations_on
 from brokerx_core.seed import credit_deposit
-from tests.support.factories import ClientFixture, create_client, grant_position
+from tests.integration.invariant_planting import (
+    execute,
+    insert_order,
+    names,
+    rest_order,
+    settle_trade,
+    without_constraints,
+)
+from tests.support.factories import create_client, grant_position
 
 # `redis` only because the conftest's cleanup fetches it lazily, which fails from inside
 # the running loop unless a test already depends on it.
 pytestmark = pytest.mark.usefixtures("redis", "instruments")
-
-
-@dataclass(frozen=True, slots=True)
-class SettledTrade:
-    buyer: ClientFixture
-    seller: ClientFixture
-    trade_id: uuid.UUID
-    buy_order_id: uuid.UUID
-    sell_order_id: uuid.UUID
-
-
-def names(violations: list[Violation]) -> set[str]:
-    return {violation.invariant for violation in violations}
-
-
-async def execute(engine: AsyncEngine, sql: str, **params: Any) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text(sql), params)
-
-
-async def insert_order(
-    conn: AsyncConnection,
-    account_id: uuid.UUID,
-    side: str,
-    *,
-    status: str = "new",
-    quantity: int = 10,
-    price: Decimal = Decimal("190.00"),
-    filled: int = 0,
-    reserved_amount: Decimal = Decimal("0"),
-    reserved_quantity: int = 0,
-) -> uuid.UUID:
-    order_id = uuid.uuid4()
-    await conn.execute(
-        text(
-            "INSERT INTO client_order (id, account_id, symbol, side, type, quantity,"
-            " limit_price, status, filled_quantity, reserved_amount, reserved_quantity)"
-            " VALUES (:id, :account, 'AAPL', :side, 'limit', :qty, :price, :status, :filled,"
-            " :amount, :reserved_qty)"
-        ),
-        {
-            "id": order_id,
-            "account": account_id,
-            "side": side,
-            "qty": quantity,
-            "price": price,
-            "status": status,
-            "filled": filled,
-            "amount": reserved_amount,
-            "reserved_qty": reserved_quantity,
-        },
-    )
-    return order_id
-
-
-async def settle_trade(engine: AsyncEngine) -> SettledTrade:
-    """A buyer and a seller whose orders traded 10 AAPL at 190.00, settled correctly."""
-    buyer = await create_client(engine, cash=Decimal("10000.00"))
-    seller = await create_client(engine)
-    await grant_position(engine, seller.account_id, "AAPL", 10)
-    trade_id = uuid.uuid4()
-    async with engine.begin() as conn:
-        buy = await insert_order(conn, buyer.account_id, "buy", status="filled", filled=10)
-        sell = await insert_order(conn, seller.account_id, "sell", status="filled", filled=10)
-        await conn.execute(
-            text(
-                "INSERT INTO trade (id, symbol, price, quantity, buy_order_id, sell_order_id,"
-                " buyer_account_id, seller_account_id, aggressor_side)"
-                " VALUES (:id, 'AAPL', 190, 10, :buy, :sell, :buyer, :seller, 'buy')"
-            ),
-            {
-                "id": trade_id,
-                "buy": buy,
-                "sell": sell,
-                "buyer": buyer.account_id,
-                "seller": seller.account_id,
-            },
-        )
-        for account, kind, amount in (
-            (buyer.account_id, "buy", Decimal("-1900.00")),
-            (seller.account_id, "sell", Decimal("1900.00")),
-        ):
-            await conn.execute(
-                text(
-                    "WITH moved AS (UPDATE account SET cash = cash + :amount WHERE id = :account"
-                    " RETURNING cash)"
-                    " INSERT INTO ledger_entry (id, account_id, kind, amount, balance_after,"
-                    " reference_id) SELECT :id, :account, :kind, :amount, cash, :trade FROM moved"
-                ),
-                {
-                    "id": uuid.uuid4(),
-                    "account": account,
-                    "kind": kind,
-                    "amount": amount,
-                    "trade": trade_id,
-                },
-            )
-        await conn.execute(
-            text(
-                "INSERT INTO position (account_id, symbol, quantity, avg_cost)"
-                " VALUES (:buyer, 'AAPL', 10, 190)"
-            ),
-            {"buyer": buyer.account_id},
-        )
-        await conn.execute(
-            text("UPDATE position SET quantity = quantity - 10 WHERE account_id = :seller"),
-            {"seller": seller.account_id},
-        )
-    return SettledTrade(buyer, seller, trade_id, buy, sell)
 
 
 async def test_a_consistent_database_has_no_violation(engine: AsyncEngine) -> None:
@@ -171,8 +69,37 @@ async def test_cash_that_differs_from_its_ledger_is_found(engine: AsyncEngine) -
 
     violations = await find_violations(engine)
 
-    assert "1: cash = sum of ledger entries" in names(violations)
-    assert str(client.account_id) in {v.subject for v in violations}
+    assert names(violations) == {
+        "1: cash = sum of ledger entries",
+        "1: last balance_after = cash",
+        "3: total cash = deposits - withdrawals",
+    }
+    assert {v.subject for v in violations if v.invariant.startswith("1:")} == {
+        str(client.account_id)
+    }
+
+
+async def test_a_last_balance_that_lies_is_found(engine: AsyncEngine) -> None:
+    client = await create_client(engine, cash=Decimal("100.00"))
+    async with engine.begin() as conn:
+        await credit_deposit(conn, client.account_id, Decimal("50.00"))
+    # Cash and the sum of the entries still agree (150); only the last balance lies.
+    await execute(
+        engine,
+        "UPDATE ledger_entry SET balance_after = 149 WHERE seq ="
+        " (SELECT max(seq) FROM ledger_entry WHERE account_id = :id)",
+        id=client.account_id,
+    )
+
+    violations = await find_violations(engine)
+
+    assert names(violations) == {
+        "1: last balance_after = cash",
+        "1: balance_after = running sum of entries",
+    }
+    assert [v.subject for v in violations if v.invariant == "1: last balance_after = cash"] == [
+        str(client.account_id)
+    ]
 
 
 async def test_a_middle_balance_that_lies_is_found(engine: AsyncEngine) -> None:
@@ -267,13 +194,9 @@ async def test_filled_quantity_without_fills_is_found(engine: AsyncEngine) -> No
 async def test_a_terminal_order_holding_a_reservation_is_found(engine: AsyncEngine) -> None:
     client = await create_client(engine)
     await grant_position(engine, client.account_id, "AAPL", 10)
-    async with engine.connect() as conn, conn.begin() as transaction:
-        await conn.execute(
-            text(
-                "ALTER TABLE client_order"
-                " DROP CONSTRAINT ck_client_order_terminal_holds_no_reservation"
-            )
-        )
+    async with without_constraints(
+        engine, "client_order.ck_client_order_terminal_holds_no_reservation"
+    ) as conn:
         await insert_order(conn, client.account_id, "sell", status="canceled", reserved_quantity=4)
         await conn.execute(
             text("UPDATE position SET reserved_quantity = 4 WHERE account_id = :id"),
@@ -281,7 +204,6 @@ async def test_a_terminal_order_holding_a_reservation_is_found(engine: AsyncEngi
         )
 
         violations = await find_violations_on(conn)
-        await transaction.rollback()
 
     # Both views of the leak: the order still holds shares, and the position holds
     # shares that no open order needs.
@@ -293,16 +215,11 @@ async def test_a_terminal_order_holding_a_reservation_is_found(engine: AsyncEngi
 
 async def test_a_status_that_contradicts_its_fills_is_found(engine: AsyncEngine) -> None:
     client = await create_client(engine)
-    async with engine.connect() as conn, conn.begin() as transaction:
-        await conn.execute(
-            text(
-                "ALTER TABLE client_order DROP CONSTRAINT ck_client_order_status_agrees_with_fills"
-            )
-        )
+    async with without_constraints(
+        engine, "client_order.ck_client_order_status_agrees_with_fills"
+    ) as conn:
         await insert_order(conn, client.account_id, "buy", status="filled", filled=0)
-
         violations = await find_violations_on(conn)
-        await transaction.rollback()
 
     assert names(violations) == {"4: status agrees with filled_qty"}
 
@@ -356,3 +273,113 @@ async def test_a_trade_that_moved_the_wrong_amount_is_found(engine: AsyncEngine)
         "3: each trade moves price x qty between two accounts",
         "3: total cash = deposits - withdrawals",
     }
+
+
+@pytest.mark.parametrize("reserved", [Decimal("100.01"), Decimal("-5.00")], ids=["above", "below"])
+async def test_reserved_cash_outside_zero_and_cash_is_found(
+    engine: AsyncEngine, reserved: Decimal
+) -> None:
+    """Backed by CHECK constraints: dropped here, the checker must still see it. An open
+    buy order holds exactly that reservation, so only the bounds are wrong."""
+    client = await create_client(engine, cash=Decimal("100.00"))
+    async with without_constraints(
+        engine,
+        "account.ck_account_reserved_within_cash",
+        "account.ck_account_reserved_cash_non_negative",
+        "client_order.ck_client_order_reserved_amount_non_negative",
+    ) as conn:
+        await insert_order(conn, client.account_id, "buy", reserved_amount=reserved)
+        await conn.execute(
+            text("UPDATE account SET reserved_cash = :r WHERE id = :id"),
+            {"r": reserved, "id": client.account_id},
+        )
+        violations = await find_violations_on(conn)
+
+    assert names(violations) == {"1: 0 <= reserved_cash <= cash"}
+    assert [v.subject for v in violations] == [str(client.account_id)]
+
+
+@pytest.mark.parametrize("reserved", [11, -3], ids=["above", "below"])
+async def test_reserved_shares_outside_zero_and_quantity_are_found(
+    engine: AsyncEngine, reserved: int
+) -> None:
+    client = await create_client(engine)
+    await grant_position(engine, client.account_id, "AAPL", 10)
+    async with without_constraints(
+        engine,
+        "position.ck_position_reserved_within_quantity",
+        "position.ck_position_reserved_non_negative",
+        "client_order.ck_client_order_reserved_quantity_non_negative",
+    ) as conn:
+        await insert_order(conn, client.account_id, "sell", reserved_quantity=reserved)
+        await conn.execute(
+            text("UPDATE position SET reserved_quantity = :q WHERE account_id = :id"),
+            {"q": reserved, "id": client.account_id},
+        )
+        violations = await find_violations_on(conn)
+
+    assert names(violations) == {"2: 0 <= reserved_qty <= qty"}
+    assert [v.subject for v in violations] == [f"{client.account_id}/AAPL"]
+
+
+@pytest.mark.parametrize("bid", [Decimal("190.50"), Decimal("190.00")], ids=["crossed", "locked"])
+async def test_a_book_resting_crossed_is_found(engine: AsyncEngine, bid: Decimal) -> None:
+    buyer = await create_client(engine, cash=Decimal("5000.00"))
+    seller = await create_client(engine)
+    await grant_position(engine, seller.account_id, "AAPL", 10)
+    async with engine.begin() as conn:  # every reservation held: only the prices are wrong
+        await rest_order(conn, buyer.account_id, "buy", Decimal("189.00"))
+        await rest_order(conn, buyer.account_id, "buy", bid)
+        await rest_order(conn, seller.account_id, "sell", Decimal("190.00"))
+
+    violations = await find_violations(engine)
+
+    assert names(violations) == {"5: book not crossed"}
+    assert [(v.subject, v.detail) for v in violations] == [
+        ("AAPL", f"best bid={bid:.4f} best ask=190.0000")
+    ]
+
+
+async def test_an_order_stuck_in_pending_new_is_found_once_past_the_grace(
+    engine: AsyncEngine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await create_client(engine, cash=Decimal("10000.00"))
+    async with engine.begin() as conn:
+        stuck = await rest_order(
+            conn, client.account_id, "buy", Decimal("190.00"), status="pending_new"
+        )
+        await rest_order(conn, client.account_id, "buy", Decimal("189.00"), status="pending_new")
+    await execute(
+        engine,
+        "UPDATE client_order SET created_at = now() - interval '10 minutes' WHERE id = :id",
+        id=stuck,
+    )
+
+    assert await find_violations(engine) == []  # only checked when asked for
+    assert await find_violations(engine, pending_grace_seconds=3600) == []
+    violations = await find_violations(engine, pending_grace_seconds=60)
+    assert names(violations) == {"6: no order stays pending_new"}
+    assert [v.subject for v in violations] == [str(stuck)]
+    # The command line (`make invariants`) checks it when given a grace too.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await invariants._main([]) == 0
+    assert await invariants._main(["--pending-grace", "60"]) == 1
+
+
+@pytest.mark.parametrize("status", ["canceled", "expired", "rejected"])
+async def test_a_fully_filled_order_that_is_not_filled_is_found(
+    engine: AsyncEngine, status: str
+) -> None:
+    trade = await settle_trade(engine)
+    # All ten shares traded (the trade and the fills agree), but the order says otherwise.
+    await execute(
+        engine,
+        "UPDATE client_order SET status = :status WHERE id = :id",
+        status=status,
+        id=trade.sell_order_id,
+    )
+
+    violations = await find_violations(engine)
+
+    assert names(violations) == {"4: status agrees with filled_qty"}
+    assert [v.subject for v in violations] == [str(trade.sell_order_id)]

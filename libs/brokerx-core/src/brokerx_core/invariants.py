@@ -2,12 +2,17 @@
 
 `find_violations` returns every violation it finds (empty list = all hold). Tests,
 benchmarks, chaos runs and `make restore` call it after every run. Invariant 6
-(nothing stays `pending_new`) is checked when `pending_grace_seconds` is given, for
-callers that know the engines are running.
+(nothing stays `pending_new`) is checked when `pending_grace_seconds` is given
+(`--pending-grace` on the command line), for callers that know the engines are running.
+
+Some checks restate a CHECK constraint of the schema (reservations within cash and
+quantity, status against fills): the checker must not depend on the schema it audits
+(a restore into a hand-made database, a migration that dropped one).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
@@ -46,6 +51,7 @@ CHECKS: tuple[tuple[str, str], ...] = (
         " GROUP BY a.id, a.cash HAVING a.cash <> COALESCE(SUM(l.amount), 0)",
     ),
     (
+        # Implied by the next check and the one above, but names the account at once.
         "1: last balance_after = cash",
         "SELECT a.id::text, 'cash=' || a.cash || ' last balance_after=' || l.balance_after"
         " FROM account a JOIN LATERAL (SELECT balance_after FROM ledger_entry"
@@ -105,12 +111,28 @@ CHECKS: tuple[tuple[str, str], ...] = (
         " WHERE COALESCE(p.reserved_quantity, 0) <> COALESCE(o.s, 0)",
     ),
     (
+        # Only deposits and withdrawals bring money in or take it out. A fee is not
+        # external: it moves cash from a client to the house (fee) account, both legs in
+        # the ledger, so a fee entry without its counterpart changes the total.
         "3: total cash = deposits - withdrawals",
         "SELECT 'all accounts', 'cash=' || c.total || ' external=' || e.total"
         " FROM (SELECT COALESCE(SUM(cash), 0) total FROM account) c,"
         "  (SELECT COALESCE(SUM(amount), 0) total FROM ledger_entry"
-        "   WHERE kind IN ('deposit', 'withdrawal', 'fee')) e"
+        "   WHERE kind IN ('deposit', 'withdrawal')) e"
         " WHERE c.total <> e.total",
+    ),
+    (
+        "3: each fee moves money between accounts",
+        "SELECT reference_id::text, 'fee entries sum=' || SUM(amount)"
+        "  || ' over ' || count(DISTINCT account_id) || ' account(s)'"
+        " FROM ledger_entry WHERE kind = 'fee' GROUP BY reference_id"
+        " HAVING SUM(amount) <> 0 OR count(DISTINCT account_id) < 2",
+    ),
+    (
+        # Otherwise a credit labelled "withdrawal" would pass as external money.
+        "3: withdrawal entries are debits",
+        "SELECT id::text, 'withdrawal amount=' || amount FROM ledger_entry"
+        " WHERE kind = 'withdrawal' AND amount > 0",
     ),
     (
         "3: shares of a symbol = seeded shares",
@@ -177,10 +199,11 @@ CHECKS: tuple[tuple[str, str], ...] = (
     (
         "4: status agrees with filled_qty",
         "SELECT id::text, status || ' filled=' || filled_quantity || '/' || quantity"
-        " FROM client_order WHERE (status = 'filled' AND filled_quantity <> quantity)"
+        # Filled exactly when fully filled: a canceled/expired/rejected order with
+        # nothing left is as wrong as a `filled` one with something left.
+        " FROM client_order WHERE (status = 'filled') <> (filled_quantity = quantity)"
         "  OR (status IN ('pending_new', 'new') AND filled_quantity <> 0)"
-        "  OR (status = 'partially_filled'"
-        "      AND (filled_quantity = 0 OR filled_quantity >= quantity))",
+        "  OR (status = 'partially_filled' AND filled_quantity = 0)",
     ),
     (
         "5: book not crossed",
@@ -225,11 +248,27 @@ async def find_violations(
             return await find_violations_on(conn, pending_grace_seconds=pending_grace_seconds)
 
 
-async def _main() -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m brokerx_core.invariants",
+        description="Check DESIGN.md's invariants against DATABASE_URL (exit 1 on a violation).",
+    )
+    parser.add_argument(
+        "--pending-grace",
+        type=float,
+        metavar="SECONDS",
+        help="also check invariant 6: no order pending_new for longer than this (only"
+        " while the matching service runs; a restored backup legitimately has some)",
+    )
+    return parser.parse_args(argv)
+
+
+async def _main(argv: list[str] | None = None) -> int:
+    arguments = _arguments(argv)
     settings = BrokerXSettings()
     engine = create_engine(settings, pool_size=1)
     try:
-        violations = await find_violations(engine)
+        violations = await find_violations(engine, pending_grace_seconds=arguments.pending_grace)
     finally:
         await engine.dispose()
     for violation in violations:
