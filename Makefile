@@ -58,8 +58,8 @@ migrate: install ## migrate DATABASE_URL to the latest schema
 seed: install ## seed instruments and the market maker into DATABASE_URL
 	$(UV) run --frozen python -m brokerx_core.seed
 
-invariants: install ## check DESIGN.md's invariants against DATABASE_URL
-	$(UV) run --frozen python -m brokerx_core.invariants
+invariants: install ## check DESIGN.md's invariants against DATABASE_URL (PENDING_GRACE=30: also nothing left pending_new, with the engines running)
+	$(UV) run --frozen python -m brokerx_core.invariants $(if $(PENDING_GRACE),--pending-grace $(PENDING_GRACE))
 
 backup: ## pg_dump -Fc of DATABASE_URL into BACKUP_DIR with a checksum and retention
 	./scripts/backup.sh

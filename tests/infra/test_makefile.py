@@ -107,3 +107,33 @@ def test_docker_compose_reads_compose_profiles_from_dot_env(compose_project: Pat
     assert with_mail.returncode == 0, with_mail.stderr
     assert "mailpit" in with_mail.stdout.split()
     assert "mailpit" not in without.stdout.split()
+
+
+@pytest.mark.parametrize(("grace", "expected"), [("30", "--pending-grace 30"), ("", None)])
+def test_make_invariants_checks_pending_orders_only_when_given_a_grace(
+    grace: str, expected: str | None
+) -> None:
+    """`make invariants PENDING_GRACE=30` also checks nothing stays `pending_new` (only
+    meaningful with the engines running); without it, a restored database passes."""
+    make_bin = shutil.which("make")
+    if make_bin is None:
+        pytest.skip("make is not installed")
+    args = [
+        make_bin,
+        "-n",
+        "--no-print-directory",
+        "-C",
+        str(REPO_ROOT),
+        "-o",
+        "install",
+        "invariants",
+    ]
+    if grace:
+        args.append(f"PENDING_GRACE={grace}")
+    recipe = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    command = recipe.strip().splitlines()[-1]
+    assert "-m brokerx_core.invariants" in command
+    if expected is None:
+        assert "--pending-grace" not in command
+    else:
+        assert command.endswith(expected)
