@@ -6,6 +6,8 @@ import hmac
 
 import pyotp
 
+from brokerx_core.auth.otp import well_formed_code
+
 ISSUER = "BrokerX"
 INTERVAL_SECONDS = 30
 VALID_WINDOW = 1  # accept the previous and the next 30-second step (clock drift)
@@ -29,11 +31,11 @@ def accepted_step(secret: str, code: str, now: float, last_step: int | None) -> 
     Refusing a step at or before the last accepted one makes every code single use: a
     code seen over someone's shoulder is worthless once it has been used.
     """
-    code = code.strip()
-    # isdigit() alone also takes "١٢٣٤٥٦" (Arabic-Indic digits), which compare_digest
-    # cannot compare with the generated ASCII code.
-    if len(code) != 6 or not (code.isascii() and code.isdigit()):
+    # Six ASCII digits, as every one-time code (isdigit() alone also takes Arabic-Indic
+    # digits, which compare_digest cannot compare with the generated code).
+    if not well_formed_code(code):
         return None
+    code = code.strip()
     totp = pyotp.TOTP(secret, interval=INTERVAL_SECONDS)
     current = int(now // INTERVAL_SECONDS)
     for step in range(current - VALID_WINDOW, current + VALID_WINDOW + 1):
