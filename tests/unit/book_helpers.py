@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from brokerx_matching.book import MatchResult, OrderBook, OrderState, Side
+from brokerx_matching.book import MatchResult, OrderBook, OrderState, Side, TimeInForce
+
+BUY, SELL = Side.BUY, Side.SELL
+DAY, GTC, IOC, FOK = TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
 
 
 def fills_of(result: MatchResult) -> list[tuple[object, object, int, int]]:

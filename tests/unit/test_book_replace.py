@@ -11,14 +11,8 @@ from brokerx_matching.book import (
     OrderBookError,
     OrderState,
     RestingOrder,
-    Side,
-    TimeInForce,
 )
-from tests.unit.book_helpers import fills_of, ids_at, rest
-
-BUY, SELL = Side.BUY, Side.SELL
-DAY, GTC, IOC, FOK = TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
-
+from tests.unit.book_helpers import BUY, DAY, GTC, IOC, SELL, fills_of, ids_at, rest
 
 # ------------------------------------------------------------------- replace
 

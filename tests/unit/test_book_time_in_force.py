@@ -10,14 +10,9 @@ from brokerx_matching.book import (
     OrderBook,
     OrderState,
     RestingOrder,
-    Side,
     TimeInForce,
 )
-from tests.unit.book_helpers import fills_of, rest
-
-BUY, SELL = Side.BUY, Side.SELL
-DAY, GTC, IOC, FOK = TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
-
+from tests.unit.book_helpers import BUY, DAY, FOK, GTC, IOC, SELL, fills_of, rest
 
 # --------------------------------------------------------------- market orders
 
