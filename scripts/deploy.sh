@@ -16,7 +16,7 @@
 # A rollback checks out the release before the current one in .deploy/history, brings it
 # up, waits for health and pops the current one off the history (so a second rollback
 # goes one release further back). Code only: migrations must stay backward compatible
-# (docs/operations.md, "Deploy and rollback").
+# (docs/operations.md, "Deploy" and "Rollback").
 #
 # Environment:
 #   VM_HOST (required)  VM_USER (deploy)  VM_PORT (22)  VM_SSH_KEY (ssh default keys)

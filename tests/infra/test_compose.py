@@ -334,3 +334,23 @@ def test_api_workers_can_be_overridden_from_the_environment(project: Path) -> No
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["services"]["api"]["environment"]["API_WORKERS"] == "4"
     assert default == "2"
+
+
+def test_every_mail_transport_setting_in_env_reaches_the_worker(project: Path) -> None:
+    """The runbook puts the relay's settings in `.env`: each one the worker reads (the
+    credentials aside, which go in an override as a secret, and the send timeout, a
+    tuning knob) must be passed through."""
+    from brokerx_worker.settings import WorkerSettings
+
+    transport = {
+        name.upper()
+        for name in WorkerSettings.model_fields
+        if name.startswith("smtp_") and name not in {"smtp_username", "smtp_password", "smtp_timeout_seconds"}
+    } | {"MAIL_FROM"}
+    env_file = project / "relay.env"
+    env_file.write_text("".join(f"{name}=from-dotenv-{name}\n" for name in sorted(transport)))
+    result = _compose(project, "--env-file", str(env_file), "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    worker_env = json.loads(result.stdout)["services"]["worker"]["environment"]
+    missing = {name for name in transport if worker_env.get(name) != f"from-dotenv-{name}"}
+    assert not missing, f"set in .env but never reaching the worker: {sorted(missing)}"

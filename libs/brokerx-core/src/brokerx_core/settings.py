@@ -65,7 +65,6 @@ class BrokerXSettings(BaseSettings):
     # Heartbeats: each service refreshes `brokerx:heartbeat:<service>` with this TTL.
     heartbeat_interval_seconds: float = 2.0
     heartbeat_ttl_seconds: int = 10
-    api_health_url: str | None = None
 
     # Trading rules shared by intake (api) and the engine (matching).
     matching_shards: int = Field(default=4, ge=1, le=256)
