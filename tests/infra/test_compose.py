@@ -345,7 +345,8 @@ def test_every_mail_transport_setting_in_env_reaches_the_worker(project: Path) -
     transport = {
         name.upper()
         for name in WorkerSettings.model_fields
-        if name.startswith("smtp_") and name not in {"smtp_username", "smtp_password", "smtp_timeout_seconds"}
+        if name.startswith("smtp_")
+        and name not in {"smtp_username", "smtp_password", "smtp_timeout_seconds"}
     } | {"MAIL_FROM"}
     env_file = project / "relay.env"
     env_file.write_text("".join(f"{name}=from-dotenv-{name}\n" for name in sorted(transport)))
