@@ -130,7 +130,11 @@ async def listen(
     *,
     keep_report_times: bool = False,
 ) -> None:
-    """Follow the client's reports until cancelled; reconnect (to the next api) on loss."""
+    """Follow the client's reports until cancelled; reconnect (to the next api) on loss.
+
+    Reconnects reuse `token`, and the api ends a connection (4401) when its token expires:
+    the stack issues 2-hour tokens (stack.py), longer than any run.
+    """
     attempt = 0
     while True:
         candidates = ports()

@@ -74,6 +74,11 @@ class ApiSettings(BrokerXSettings):
     # in flight at once) and the most orders one batch carries.
     intake_connections: int = Field(default=2, ge=1, le=32)
     intake_batch_max: int = Field(default=256, ge=1, le=4096)
+    # Per api process: open connections of one client (more are closed 4429), and per
+    # connection a token bucket of subscribe/unsubscribe actions (each reads snapshots).
+    ws_max_connections_per_client: int = Field(default=20, ge=1)
+    ws_subscription_burst: int = Field(default=20, ge=1)
+    ws_subscription_rate_per_second: float = Field(default=5.0, gt=0)
 
     @field_validator("totp_encryption_keys")
     @classmethod

@@ -17,6 +17,7 @@ The queue has two lanes, drained control-first:
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections import OrderedDict, deque
 from typing import Any, Literal
@@ -57,10 +58,13 @@ class Connection:
         client_id: uuid.UUID,
         session_id: uuid.UUID,
         limit: int,
+        token_expires_at: float = math.inf,
     ) -> None:
         self.websocket = websocket
         self.client_id = client_id
         self.session_id = session_id
+        # `exp` of the access token the client authenticated with (epoch seconds).
+        self.token_expires_at = token_expires_at
         self.limit = max(1, limit)
         self.subscriptions: dict[Channel, set[str]] = {
             "quotes": set(),

@@ -39,5 +39,10 @@ async def stream(websocket: WebSocket) -> None:
     The first message must be `{"action":"auth","token":"<access_token>"}` (else close
     4401); then `subscribe`/`unsubscribe` with `quotes`, `books`, `trades` symbol lists and
     `orders: true`, and `{"action":"ping"}` (answered `{"type":"pong"}`).
+
+    The connection is closed 4401 when that access token expires (reconnect with a fresh
+    one from `POST /auth/refresh`) and 4429 right after auth when the client already holds
+    too many connections; subscribe/unsubscribe beyond their rate are answered with an
+    error `rate_limited`.
     """
     await serve(websocket, websocket.app.state.stream)

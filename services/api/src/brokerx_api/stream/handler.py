@@ -1,8 +1,11 @@
 """One WebSocket session: authenticate, then serve subscribe/unsubscribe/ping until closed.
 
 Close codes: 1000 normal, 1001 server going away, 4401 authentication missing, invalid,
-not the first message, not within `auth_timeout_seconds`, or the session ended;
-4408 slow consumer (its execution reports backed up beyond the queue bound);
+not the first message, not within `auth_timeout_seconds`, the session ended, or the token
+expired (the access token the connection authenticated with: clients reconnect with a
+fresh one from POST /auth/refresh); 4408 slow consumer (its execution reports backed up
+beyond the queue bound); 4429 too many connections (the client already holds
+`max_connections_per_client` on this api process; closed right after auth);
 1013 try again later (the session could not be checked: database or Redis unreachable).
 """
 
@@ -15,12 +18,14 @@ from typing import Literal, cast
 from fastapi import Request
 from starlette.websockets import WebSocket
 
+from brokerx_api.auth.clock import app_clock
 from brokerx_api.auth.deps import AuthenticatedClient, get_token_service, session_account
 from brokerx_api.errors import DomainError
 from brokerx_api.marketdata.service import instrument_cache, read_book, read_quote
 from brokerx_api.stream import protocol
 from brokerx_api.stream.connection import Channel, Connection
-from brokerx_api.stream.metrics import WS_CONNECTIONS
+from brokerx_api.stream.limits import CLOSE_TOO_MANY_CONNECTIONS, ActionBucket, TokenExpiry
+from brokerx_api.stream.metrics import WS_CONNECTIONS, WS_LIMITED
 from brokerx_api.stream.monitor import CLOSE_UNAUTHORIZED
 from brokerx_api.stream.service import StreamService
 from brokerx_core.auth.tokens import InvalidToken
@@ -38,34 +43,49 @@ async def serve(websocket: WebSocket, service: StreamService) -> None:
     await websocket.accept()
     WS_CONNECTIONS.inc()
     try:
+        options = service.options
         try:
-            client = await _authenticate(websocket, service.options.auth_timeout_seconds)
+            authenticated = await _authenticate(websocket, options.auth_timeout_seconds)
         except Exception:  # PostgreSQL/Redis unreachable: not the client's fault
             log.exception("ws_auth_unavailable")
-            await _close(websocket, CLOSE_TRY_AGAIN_LATER, service.options.close_timeout_seconds)
+            await _close(websocket, CLOSE_TRY_AGAIN_LATER, options.close_timeout_seconds)
             return
-        if client is None:
-            await _close(websocket, CLOSE_UNAUTHORIZED, service.options.close_timeout_seconds)
+        if authenticated is None:
+            await _close(websocket, CLOSE_UNAUTHORIZED, options.close_timeout_seconds)
+            return
+        client, token_expires_at = authenticated
+        # No await between this count and `hub.add`: concurrent auths cannot both pass.
+        if service.hub.connections_of(client.client_id) >= options.max_connections_per_client:
+            WS_LIMITED.labels(limit="connections").inc()
+            log.warning("ws_connection_limit", client_id=str(client.client_id))
+            await _close(websocket, CLOSE_TOO_MANY_CONNECTIONS, options.close_timeout_seconds)
             return
         conn = Connection(
             websocket,
             client_id=client.client_id,
             session_id=client.session_id,
-            limit=service.options.queue_size,
+            limit=options.queue_size,
+            token_expires_at=token_expires_at,
         )
         service.hub.add(conn)
+        app = websocket.app
+        expiry = TokenExpiry(conn, lambda: app_clock(app)())  # the clock tokens are read by
         try:
+            expiry.start()
             conn.push_control("authenticated", protocol.AUTHENTICATED)
             conn.push_control("status", service.hub.status_text())
             await _run(conn, service)
         finally:
+            expiry.cancel()
             service.hub.remove(conn)
     finally:
         WS_CONNECTIONS.dec()
 
 
-async def _authenticate(websocket: WebSocket, wait_seconds: float) -> AuthenticatedClient | None:
-    """The client named by a valid first `auth` message, else None."""
+async def _authenticate(
+    websocket: WebSocket, wait_seconds: float
+) -> tuple[AuthenticatedClient, int] | None:
+    """The client named by a valid first `auth` message and its token's `exp`, else None."""
     try:
         message = await asyncio.wait_for(websocket.receive(), wait_seconds)
     except TimeoutError:
@@ -88,7 +108,7 @@ async def _authenticate(websocket: WebSocket, wait_seconds: float) -> Authentica
     account_id = await session_account(request, claims.subject, claims.session_id)
     if account_id is None:
         return None
-    return AuthenticatedClient(claims.subject, claims.session_id, account_id)
+    return AuthenticatedClient(claims.subject, claims.session_id, account_id), claims.expires_at
 
 
 async def _run(conn: Connection, service: StreamService) -> None:
@@ -126,6 +146,8 @@ async def _close(websocket: WebSocket, code: int, wait_seconds: float) -> None:
 
 async def _receive_forever(conn: Connection, service: StreamService) -> None:
     websocket = conn.websocket
+    options = service.options
+    bucket = ActionBucket(options.subscription_burst, options.subscription_rate_per_second)
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -136,6 +158,13 @@ async def _receive_forever(conn: Connection, service: StreamService) -> None:
                 raise protocol.ProtocolError("already_authenticated", "Already authenticated")
             if isinstance(action, protocol.PingAction):
                 conn.push_control("pong", protocol.PONG)
+            elif not bucket.take():
+                WS_LIMITED.labels(limit="subscriptions").inc()
+                raise protocol.ProtocolError(
+                    "rate_limited",
+                    f"At most {options.subscription_burst} subscribe/unsubscribe actions at"
+                    f" once, then {options.subscription_rate_per_second:g} per second",
+                )
             else:
                 await _change_subscriptions(conn, service, action)
         except protocol.ProtocolError as exc:

@@ -8,7 +8,7 @@ the number of recipients, never the speed of any of them.
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ class Hub:
             channel: defaultdict(set) for channel in CHANNELS
         }
         self._by_client: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
+        self._open_by_client: Counter[uuid.UUID] = Counter()
         self._seen_reports: OrderedDict[str, None] = OrderedDict()
         self.status_level: Literal["ok", "degraded"] = "degraded"
         self.status_reason: str | None = "starting"
@@ -37,13 +38,23 @@ class Hub:
     # -- membership ------------------------------------------------------------------------
 
     def add(self, conn: Connection) -> None:
-        self.connections.add(conn)
+        if conn not in self.connections:
+            self.connections.add(conn)
+            self._open_by_client[conn.client_id] += 1
 
     def remove(self, conn: Connection) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._open_by_client[conn.client_id] -= 1
+            if self._open_by_client[conn.client_id] <= 0:
+                del self._open_by_client[conn.client_id]
         for channel in CHANNELS:
             self._unindex(channel, conn, set(conn.subscriptions[channel]))
         self._set_orders(conn, False)
+
+    def connections_of(self, client_id: uuid.UUID) -> int:
+        """How many connections of this client are open here."""
+        return self._open_by_client.get(client_id, 0)
 
     def subscribe(self, conn: Connection, symbols: dict[Channel, set[str]], orders: bool) -> None:
         """Add subscriptions (idempotent)."""

@@ -29,3 +29,8 @@ STREAM_LAG = Gauge(
     ["stream"],
     multiprocess_mode="livemax",
 )
+# limit: `connections` (a client's connection over WS_MAX_CONNECTIONS_PER_CLIENT, closed
+# 4429), `subscriptions` (a subscribe/unsubscribe over the rate, answered `rate_limited`).
+WS_LIMITED = Counter(
+    "brokerx_ws_limited_total", "WebSocket connections and actions refused by a limit", ["limit"]
+)

@@ -5,7 +5,8 @@
   Clients get a `status` message on every change (and the current one after auth).
 - Sessions: a connection authenticated once must not outlive its session (logout,
   refresh-token reuse, suspension): live sessions are re-checked periodically and the
-  connections of a dead one are closed with 4401.
+  connections of a dead one are closed with 4401. The same sweep closes connections whose
+  access token expired (each has its own timer for that, limits.py: this is the backstop).
 """
 
 from __future__ import annotations
@@ -91,13 +92,18 @@ def status_step(
 
 
 def session_step(
-    hub: Hub, is_live: Callable[[Connection], Awaitable[bool]]
+    hub: Hub, is_live: Callable[[Connection], Awaitable[bool]], clock: Callable[[], float]
 ) -> Callable[[], Awaitable[None]]:
-    """Close (4401) the connections whose session is no longer live (one check per session)."""
+    """Close (4401) the connections whose access token expired by `clock` (epoch seconds)
+    or whose session is no longer live (one check per session)."""
 
     async def step() -> None:
+        now = clock()
         by_session: dict[uuid.UUID, list[Connection]] = {}
         for conn in list(hub.connections):
+            if conn.token_expires_at <= now:
+                conn.close(CLOSE_UNAUTHORIZED)
+                continue
             by_session.setdefault(conn.session_id, []).append(conn)
         for conns in by_session.values():
             try:

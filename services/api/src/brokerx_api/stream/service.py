@@ -11,6 +11,7 @@ from typing import cast
 
 from fastapi import FastAPI, Request
 
+from brokerx_api.auth.clock import app_clock
 from brokerx_api.auth.deps import session_account
 from brokerx_api.settings import ApiSettings
 from brokerx_api.stream.connection import Connection
@@ -37,12 +38,18 @@ class StreamOptions:
     session_check_interval_seconds: float = 30.0
     close_timeout_seconds: float = 5.0
     read_block_ms: int = 2_000  # XREAD BLOCK of the readers (≤ 5 s)
+    max_connections_per_client: int = 20
+    subscription_burst: int = 20
+    subscription_rate_per_second: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> StreamOptions:
         return cls(
             queue_size=settings.ws_queue_size,
             lag_degraded_seconds=settings.stream_lag_degraded_seconds,
+            max_connections_per_client=settings.ws_max_connections_per_client,
+            subscription_burst=settings.ws_subscription_burst,
+            subscription_rate_per_second=settings.ws_subscription_rate_per_second,
         )
 
 
@@ -76,7 +83,7 @@ class StreamService:
             Periodic(
                 "stream-sessions",
                 options.session_check_interval_seconds,
-                session_step(self.hub, self._session_is_live),
+                session_step(self.hub, self._session_is_live, lambda: app_clock(app)()),
             ),
         ]
 
