@@ -15,16 +15,19 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from brokerx_core.migrate import downgrade, upgrade_async
+from brokerx_core.migrate import alembic_config, downgrade, upgrade_async
 from tests.support.servers import ServerUrls
 
 from .conftest import REPO_ROOT
 
-# The next release's migration, as the older code sees it: an id it has never heard of.
-NEWER_REVISION = "0011"
+# The next release's migration, as the older code sees it: an id it has never heard of
+# (one past this code's head, whatever that is now).
+_HEAD = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+NEWER_REVISION = f"{int(_HEAD or 0) + 1:04d}"
 
 SCHEMA = """
 SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type

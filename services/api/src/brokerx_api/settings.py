@@ -64,21 +64,26 @@ class ApiSettings(BrokerXSettings):
 
     # E-mailed one-time codes
     verification_code_ttl_seconds: int = 24 * 3600
+    # Guesses checked against one sign-up code; it is spent after that many wrong ones.
+    verification_code_max_attempts: int = Field(default=5, ge=1)
+    # Codes one pending client may be sent in 24 h (sign-up and resends): with the attempts
+    # above, at most 5 × 10 guesses a day at a 6-digit code. Resends beyond it send nothing.
+    verification_codes_per_day: int = Field(default=10, ge=1)
     mfa_email_code_ttl_seconds: int = 600
 
     # Live stream
     ws_queue_size: int = 1000
     stream_lag_degraded_seconds: float = 5.0
-
-    # Order intake by group commit (brokerx_core.intake.batcher): connections (= batches
-    # in flight at once) and the most orders one batch carries.
-    intake_connections: int = Field(default=2, ge=1, le=32)
-    intake_batch_max: int = Field(default=256, ge=1, le=4096)
     # Per api process: open connections of one client (more are closed 4429), and per
     # connection a token bucket of subscribe/unsubscribe actions (each reads snapshots).
     ws_max_connections_per_client: int = Field(default=20, ge=1)
     ws_subscription_burst: int = Field(default=20, ge=1)
     ws_subscription_rate_per_second: float = Field(default=5.0, gt=0)
+
+    # Order intake by group commit (brokerx_core.intake.batcher): connections (= batches
+    # in flight at once) and the most orders one batch carries.
+    intake_connections: int = Field(default=2, ge=1, le=32)
+    intake_batch_max: int = Field(default=256, ge=1, le=4096)
 
     @field_validator("totp_encryption_keys")
     @classmethod

@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from brokerx_core.db.models import VerificationCode
@@ -78,6 +78,31 @@ async def issue_code(
     return code_id, code
 
 
+async def codes_issued_within(
+    db: AsyncSession | AsyncConnection,
+    *,
+    client_id: uuid.UUID,
+    purpose: CodePurpose,
+    now: datetime,
+    ttl: timedelta,
+    window: timedelta,
+) -> int:
+    """How many codes of this purpose the client was issued in the last `window`.
+
+    Dated by the app clock that issued them (`expires_at` is issue time + `ttl`), not by
+    the database's `created_at`, so a clock of the app's own is honoured.
+    """
+    issued_after = now - window + ttl
+    result = await db.execute(
+        select(func.count()).where(
+            VerificationCode.client_id == client_id,
+            VerificationCode.purpose == purpose,
+            VerificationCode.expires_at > issued_after,
+        )
+    )
+    return int(result.scalar_one())
+
+
 async def consume_code(
     db: AsyncSession | AsyncConnection,
     *,
@@ -86,29 +111,43 @@ async def consume_code(
     purpose: CodePurpose,
     code: str,
     now: datetime,
+    max_attempts: int | None = None,
 ) -> bool:
-    """Spend the code if it is live and matches; True only for the one caller that spends it."""
+    """Spend the code if it is live and matches; True only for the one caller that spends it.
+
+    Every well-formed guess counts one attempt against the live code(s) of the client
+    and purpose. With `max_attempts`, a code that has had that many attempts is spent
+    (its `consumed_at` is set, so a release that ignores `attempts` refuses it too): the
+    right code no longer works either, only a new one (`issue_code`) does. One
+    conditional UPDATE counts, compares and spends, so concurrent guesses are all
+    counted and at most `max_attempts` of them are ever compared with one code.
+    """
     if not well_formed_code(code):
         return False
+    expected = hash_code(secret, client_id, purpose, code)
+    attempts = VerificationCode.attempts + 1
+    matches = VerificationCode.code_hash == expected
+    # An SQL comparison of HMACs: its timing tells nothing to whoever lacks the key.
+    spends = matches if max_attempts is None else or_(matches, attempts >= max_attempts)
+    live = [
+        VerificationCode.client_id == client_id,
+        VerificationCode.purpose == purpose,
+        VerificationCode.consumed_at.is_(None),
+        VerificationCode.expires_at > now,
+    ]
+    if max_attempts is not None:
+        live.append(VerificationCode.attempts < max_attempts)
+    # Row locks order concurrent callers: a second one with the code finds it spent.
     rows = (
         await db.execute(
-            select(VerificationCode.id, VerificationCode.code_hash).where(
-                VerificationCode.client_id == client_id,
-                VerificationCode.purpose == purpose,
-                VerificationCode.consumed_at.is_(None),
-                VerificationCode.expires_at > now,
+            update(VerificationCode)
+            .where(*live)
+            .values(
+                attempts=attempts,
+                consumed_at=case((spends, now), else_=VerificationCode.consumed_at),
             )
+            .returning(VerificationCode.code_hash)
+            .execution_options(synchronize_session=False)
         )
     ).all()
-    expected = hash_code(secret, client_id, purpose, code)
-    for code_id, code_hash in rows:
-        if hmac.compare_digest(code_hash, expected):
-            # Conditional update: of two concurrent requests with the code, one wins.
-            spent = await db.execute(
-                update(VerificationCode)
-                .where(VerificationCode.id == code_id, VerificationCode.consumed_at.is_(None))
-                .values(consumed_at=now)
-                .returning(VerificationCode.id)
-            )
-            return spent.first() is not None
-    return False
+    return any(hmac.compare_digest(code_hash, expected) for (code_hash,) in rows)

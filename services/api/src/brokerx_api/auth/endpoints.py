@@ -109,14 +109,19 @@ async def totp_enable(
 ) -> MfaMethodOut:
     """Confirm the pending TOTP secret with a current code; logins then require TOTP.
 
-    A wrong code (or no pending setup) answers 400 `invalid_code`.
+    Every other session of the client is signed out (this one stays) and the client is
+    told by e-mail. A wrong code (or no pending setup) answers 400 `invalid_code`.
     """
-    await mfa.enable_totp(ctx, client.client_id, body.code)
+    await mfa.enable_totp(ctx, client.client_id, client.session_id, body.code)
     return MfaMethodOut(mfa="totp")
 
 
 @router.post("/mfa/email/enable", response_model=MfaMethodOut)
 async def email_mfa_enable(client: CurrentClient, ctx: AuthContextDep) -> MfaMethodOut:
-    """Make e-mailed one-time codes the second factor (replaces TOTP if it was on)."""
-    await mfa.enable_email_mfa(ctx, client.client_id)
+    """Make e-mailed one-time codes the second factor (replaces TOTP if it was on).
+
+    When this changes the second factor, every other session of the client is signed
+    out (this one stays) and the client is told by e-mail.
+    """
+    await mfa.enable_email_mfa(ctx, client.client_id, client.session_id)
     return MfaMethodOut(mfa="email")

@@ -129,6 +129,25 @@ async def revoke_session(
     return row.client_id, row.revoked_at is None
 
 
+async def revoke_other_sessions(
+    session: AsyncSession, client_id: uuid.UUID, keep: uuid.UUID, now: datetime, reason: str
+) -> list[uuid.UUID]:
+    """Revoke every live session of the client except `keep`; returns the revoked ids."""
+    result = await session.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.client_id == client_id,
+            AuthSession.id != keep,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+        .values(revoked_at=now, revoked_reason=reason)
+        .returning(AuthSession.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
 async def touch_session(session: AsyncSession, session_id: uuid.UUID, now: datetime) -> None:
     await session.execute(
         update(AuthSession)

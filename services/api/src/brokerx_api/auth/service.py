@@ -3,14 +3,22 @@
 Every decision leaves an audit event. A refused attempt commits its own transaction
 (failure counter, lock, audit) before the error is raised, since the request's session
 rolls back on errors.
+
+Lockouts hold however many attempts arrive at once: each attempt is counted as a
+failure (`clients.reserve_attempt`, committed) before its password or code is checked,
+and none is checked once the account is locked, so at most `login_max_failures`
+passwords and `mfa_max_failures` codes are decided per lock window. A right answer
+gives its reservation back. While the account is locked every attempt answers 423,
+whether or not it was right (docs/decisions.md, "Lockouts under concurrency").
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NoReturn
 
 from brokerx_api.auth import totp
 from brokerx_api.auth.context import AuthContext
@@ -46,30 +54,75 @@ def _seconds_left(locked_until: datetime | None, now: datetime) -> int | None:
     return max(1, math.ceil((locked_until - now).total_seconds()))
 
 
-async def _refuse_if_locked(ctx: AuthContext, client: Client, now: datetime, step: str) -> None:
-    seconds = _seconds_left(client.locked_until, now)
-    if seconds is not None:
-        await ctx.audit("auth.attempt_while_locked", client.id, step=step)
+async def _refuse_locked(
+    ctx: AuthContext, client_id: uuid.UUID, step: str, **details: object
+) -> NoReturn:
+    """423 for an attempt on a locked account, with the time left of the lock."""
+    seconds = _seconds_left(await clients.locked_until(ctx.db, client_id), ctx.now())
+    await ctx.audit("auth.attempt_while_locked", client_id, step=step, **details)
+    await ctx.db.commit()
+    raise AccountLocked(seconds or 1)
+
+
+async def _reserve_attempt(
+    ctx: AuthContext, client_id: uuid.UUID, now: datetime, *, counter: str, limit: int, step: str
+) -> clients.Reservation:
+    """Count this attempt as a failure before it is checked, and commit; 423 when locked.
+
+    Committed at once so that concurrent attempts see it. A crash between this commit and
+    the check leaves the attempt counted as a failure: acceptable, it only costs the
+    client one try of the run (a right answer would have reset the count).
+    """
+    reservation = await clients.reserve_attempt(
+        ctx.db,
+        client_id,
+        counter=counter,
+        max_failures=limit,
+        now=now,
+        lock_until=now + timedelta(seconds=ctx.settings.lockout_seconds),
+    )
+    if reservation is None:
+        await _refuse_locked(ctx, client_id, step)
+    await ctx.db.commit()
+    return reservation
+
+
+async def _refuse_failure(
+    ctx: AuthContext, client_id: uuid.UUID, reservation: clients.Reservation, step: str
+) -> None:
+    """After a wrong answer (its reservation stands): 423 when the account is locked now.
+
+    Locked by this attempt (it was the limit-th in a row): the lock's one audit event.
+    Locked by a concurrent attempt while this one was checked: 423 as well, the same
+    answer a right password gets then. Otherwise return, and the caller answers 401.
+    """
+    if reservation.locked_until is not None:
+        await ctx.audit(
+            "auth.account_locked", client_id, step=step, locked_until=reservation.locked_until
+        )
         await ctx.db.commit()
+        raise AccountLocked(ctx.settings.lockout_seconds)
+    seconds = _seconds_left(await clients.locked_until(ctx.db, client_id), ctx.now())
+    await ctx.db.commit()
+    if seconds is not None:
         raise AccountLocked(seconds)
 
 
-async def _count_failure(
-    ctx: AuthContext, client: Client, now: datetime, *, counter: str, limit: int, step: str
+async def _settle_success(
+    ctx: AuthContext,
+    client_id: uuid.UUID,
+    reservation: clients.Reservation,
+    *,
+    counter: str,
+    step: str,
 ) -> None:
-    """Record a wrong password/code; lock the account when it is the `limit`-th in a row."""
-    locked_until = await clients.count_failure(
-        ctx.db,
-        client.id,
-        counter=counter,
-        max_failures=limit,
-        lock_until=now + timedelta(seconds=ctx.settings.lockout_seconds),
+    """After a right answer: end the run of failures, or 423 if a concurrent attempt
+    locked the account meanwhile (a right guess must not be told apart then)."""
+    settled = await clients.settle_success(
+        ctx.db, client_id, counter=counter, now=ctx.now(), reservation=reservation
     )
-    if locked_until is not None:
-        await ctx.audit("auth.account_locked", client.id, step=step, locked_until=locked_until)
-        await ctx.db.commit()
-        raise AccountLocked(ctx.settings.lockout_seconds)
-    await ctx.db.commit()
+    if not settled:
+        await _refuse_locked(ctx, client_id, step, right_answer=True)
 
 
 async def login(ctx: AuthContext, email: str, password: str) -> IssuedTokens | MfaChallenge:
@@ -83,35 +136,40 @@ async def login(ctx: AuthContext, email: str, password: str) -> IssuedTokens | M
     # An e-mail no account can have is not looked up: PostgreSQL would refuse a NUL in it.
     possible = possible_account_email(email)
     client = await clients.get_by_email(ctx.db, email) if possible else None
-    # End the read transaction: no connection is held while argon2 runs.
-    await ctx.db.commit()
     if client is None:
+        # End the read transaction: no connection is held while argon2 runs.
+        await ctx.db.commit()
         await ctx.hashing.verify_dummy(password)
         # Escaped when impossible: the audit's JSONB takes neither NUL nor lone surrogates.
         shown = email if possible else ascii(email)[1:-1][:MAX_EMAIL_LENGTH]
         await ctx.audit("auth.login_failed", None, reason="unknown_email", email=shown)
         await ctx.db.commit()
         raise InvalidCredentials()
-    await _refuse_if_locked(ctx, client, now, "password")
+    # Committed before argon2 runs, so no connection is held meanwhile either.
+    reservation = await _reserve_attempt(
+        ctx,
+        client.id,
+        now,
+        counter="failed_login_count",
+        limit=settings.login_max_failures,
+        step="password",
+    )
     if not await ctx.hashing.verify(client.password_hash, password):
         await ctx.audit("auth.login_failed", client.id, reason="wrong_password")
-        await _count_failure(
-            ctx,
-            client,
-            now,
-            counter="failed_login_count",
-            limit=settings.login_max_failures,
-            step="password",
-        )
+        await _refuse_failure(ctx, client.id, reservation, "password")
         raise InvalidCredentials()
 
-    # A right password ends the run of consecutive failures.
-    updates: dict[str, object] = {"failed_login_count": 0}
+    new_hash = None
     if ctx.hashing.needs_rehash(client.password_hash):
         # Parameters were raised since this hash was made: upgrade it while we have the
-        # plain password.
-        updates["password_hash"] = await ctx.hashing.hash(password)
-    await clients.update_client(ctx.db, client.id, **updates)
+        # plain password (hashed before the row is written: no lock held meanwhile).
+        new_hash = await ctx.hashing.hash(password)
+    # A right password ends the run of consecutive failures.
+    await _settle_success(
+        ctx, client.id, reservation, counter="failed_login_count", step="password"
+    )
+    if new_hash is not None:
+        await clients.update_client(ctx.db, client.id, password_hash=new_hash)
     if client.status != "active":
         await ctx.audit("auth.login_refused", client.id, reason="status", status=client.status)
         await ctx.db.commit()
@@ -165,31 +223,37 @@ async def verify_mfa(ctx: AuthContext, mfa_token: str, code: str) -> IssuedToken
     client = await clients.get_by_id(ctx.db, claims.subject)
     if client is None or client.status != "active" or client.mfa_method == "none":
         raise TokenRejected("Invalid MFA token; log in again")
-    await _refuse_if_locked(ctx, client, now, "mfa")
-    if not await _second_factor_ok(ctx, client, code, now):
+    # Opened before anything is counted: a secret no key decrypts is a server fault
+    # (503), never a failure of the client's.
+    secret = None
+    if client.mfa_method == "totp" and client.totp_secret is not None:
+        secret = await open_totp_secret(ctx, client.id, client.totp_secret, "mfa")
+    reservation = await _reserve_attempt(
+        ctx,
+        client.id,
+        now,
+        counter="failed_mfa_count",
+        limit=settings.mfa_max_failures,
+        step="mfa",
+    )
+    if not await _second_factor_ok(ctx, client, secret, code, now):
         await ctx.audit("auth.mfa_failed", client.id, method=client.mfa_method)
-        await _count_failure(
-            ctx,
-            client,
-            now,
-            counter="failed_mfa_count",
-            limit=settings.mfa_max_failures,
-            step="mfa",
-        )
+        await _refuse_failure(ctx, client.id, reservation, "mfa")
         raise InvalidMfaCode()
+    await _settle_success(ctx, client.id, reservation, counter="failed_mfa_count", step="mfa")
     await _claim_mfa_token(ctx, used_key)
-    await clients.update_client(ctx.db, client.id, failed_mfa_count=0)
     issued = await open_session(ctx, client.id, now)
     await ctx.audit("auth.mfa_succeeded", client.id, method=client.mfa_method)
     await ctx.audit("auth.login_succeeded", client.id, mfa=client.mfa_method)
     return issued
 
 
-async def _second_factor_ok(ctx: AuthContext, client: Client, code: str, now: datetime) -> bool:
+async def _second_factor_ok(
+    ctx: AuthContext, client: Client, secret: str | None, code: str, now: datetime
+) -> bool:
     if client.mfa_method == "totp":
-        if client.totp_secret is None:
+        if secret is None:
             return False
-        secret = await open_totp_secret(ctx, client.id, client.totp_secret, "mfa")
         step = totp.accepted_step(secret, code, ctx.clock(), client.totp_last_step)
         return step is not None and await clients.accept_totp_step(ctx.db, client.id, step)
     spent = await consume_code(

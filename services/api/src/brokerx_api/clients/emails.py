@@ -1,4 +1,5 @@
-"""The e-mails the api sends (verification code, login code) and their hand-off to the worker.
+"""The e-mails the api sends (verification code, login code, second factor changed) and
+their hand-off to the worker.
 
 The api only renders the message; the worker's `send_email` job delivers it over SMTP,
 retries on failure and records it in `email_message` so a job that runs twice sends
@@ -11,6 +12,7 @@ from __future__ import annotations
 import html
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -30,12 +32,15 @@ class OutgoingEmail:
     client_id: uuid.UUID | None = None
 
 
-def _html_page(greeting: str, lead: str, code: str, footer: str) -> str:
+def _html_page(greeting: str, lead: str, code: str | None, footer: str) -> str:
+    shown_code = (
+        f'<p style="font-size:28px;font-weight:bold;letter-spacing:6px">{html.escape(code)}</p>'
+        if code is not None
+        else ""
+    )
     return (
         '<!doctype html><html><body style="font-family:Arial,sans-serif;color:#1a1a1a">'
-        f"<p>{html.escape(greeting)}</p><p>{html.escape(lead)}</p>"
-        '<p style="font-size:28px;font-weight:bold;letter-spacing:6px">'
-        f"{html.escape(code)}</p>"
+        f"<p>{html.escape(greeting)}</p><p>{html.escape(lead)}</p>{shown_code}"
         f'<p style="color:#666">{html.escape(footer)}</p>'
         '<p style="color:#666">— BrokerX</p></body></html>'
     )
@@ -79,6 +84,43 @@ def login_code_email(
         subject="Your BrokerX login code",
         text=text,
         html=_html_page(greeting, lead, code, footer),
+        client_id=client_id,
+    )
+
+
+MFA_METHOD_WORDS = {
+    "totp": "a code from your authenticator app",
+    "email": "a code e-mailed to this address",
+}
+
+
+def mfa_changed_email(
+    change_id: uuid.UUID,
+    client_id: uuid.UUID,
+    to: str,
+    first_name: str,
+    method: str,
+    changed_at: datetime,
+) -> OutgoingEmail:
+    """The notice that the account's second factor changed (and other sessions ended)."""
+    greeting = f"Hello {first_name},"
+    when = changed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lead = (
+        f"The second factor of your BrokerX account was changed on {when}: logging in now "
+        f"takes {MFA_METHOD_WORDS.get(method, method)}. Every other session of your "
+        "account was signed out."
+    )
+    footer = (
+        "If you did not make this change, someone else has access to your account: "
+        "contact BrokerX support at once."
+    )
+    text = f"{greeting}\n\n{lead}\n\n{footer}\n\n— BrokerX\n"
+    return OutgoingEmail(
+        key=f"mfa_changed:{change_id}",
+        to=to,
+        subject="Your BrokerX second factor was changed",
+        text=text,
+        html=_html_page(greeting, lead, None, footer),
         client_id=client_id,
     )
 

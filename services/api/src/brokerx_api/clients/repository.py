@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerx_core.db.models import Account, Client
@@ -69,36 +70,100 @@ async def activate(session: AsyncSession, client_id: uuid.UUID, now: datetime) -
     return result.first() is not None
 
 
-async def count_failure(
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An attempt counted as a failure before it was checked (`reserve_attempt`)."""
+
+    # The lock this very attempt set, being the `max_failures`-th in a row; else None.
+    locked_until: datetime | None
+
+
+async def reserve_attempt(
     session: AsyncSession,
     client_id: uuid.UUID,
     *,
     counter: str,
     max_failures: int,
+    now: datetime,
     lock_until: datetime,
-) -> datetime | None:
-    """Add one consecutive failure; at `max_failures` lock the account and reset the count.
+) -> Reservation | None:
+    """Count one attempt as a failure before it is checked; None when the account is locked.
 
-    Returns the new `locked_until` when this failure locked the account. A single UPDATE
-    so concurrent failures are all counted.
+    A single conditional UPDATE: the row lock orders concurrent attempts, and none is
+    counted (nor may be checked) once one of them set the lock, so at most
+    `max_failures` attempts are decided per lock window however many arrive at once.
+    The attempt that reaches the limit locks the account and resets the count (five
+    more failures are needed after a lock lifts). A right answer gives the reservation
+    back through `settle_success`.
     """
     column = getattr(Client, counter)
     reaches_limit = column + 1 >= max_failures
-    result = await session.execute(
-        update(Client)
-        .where(Client.id == client_id)
-        .values(
-            {
-                column: case((reaches_limit, 0), else_=column + 1),
-                Client.locked_until: case((reaches_limit, lock_until), else_=Client.locked_until),
-            }
+    row = (
+        await session.execute(
+            update(Client)
+            .where(
+                Client.id == client_id,
+                or_(Client.locked_until.is_(None), Client.locked_until <= now),
+            )
+            .values(
+                {
+                    column: case((reaches_limit, 0), else_=column + 1),
+                    Client.locked_until: case(
+                        (reaches_limit, lock_until), else_=Client.locked_until
+                    ),
+                }
+            )
+            .returning(column, Client.locked_until)
+            .execution_options(synchronize_session=False)
         )
-        .returning(column, Client.locked_until)
-        .execution_options(synchronize_session=False)
-    )
-    count, locked_until = result.one()
-    # The count only returns to 0 when this very failure reached the limit.
-    return locked_until if count == 0 else None
+    ).first()
+    if row is None:
+        return None
+    count, locked_until = row
+    # The count only returns to 0 when this very attempt reached the limit.
+    return Reservation(locked_until if count == 0 else None)
+
+
+async def settle_success(
+    session: AsyncSession,
+    client_id: uuid.UUID,
+    *,
+    counter: str,
+    now: datetime,
+    reservation: Reservation,
+) -> bool:
+    """End the run of failures after a right answer; False when the account is locked.
+
+    A lock set by a concurrent attempt while this one was being checked stands, and the
+    right answer must then look like any other attempt on a locked account (no oracle).
+    The lock this attempt's own reservation set is lifted: nothing else was counted
+    since (the lock refused every other reservation).
+    """
+    own_lock = reservation.locked_until
+    unlocked = or_(Client.locked_until.is_(None), Client.locked_until <= now)
+    if own_lock is not None:
+        unlocked = or_(unlocked, Client.locked_until == own_lock)
+    values: dict[Any, Any] = {getattr(Client, counter): 0}
+    if own_lock is not None:
+        values[Client.locked_until] = case(
+            (Client.locked_until == own_lock, None), else_=Client.locked_until
+        )
+    row = (
+        await session.execute(
+            update(Client)
+            .where(Client.id == client_id, unlocked)
+            .values(values)
+            .returning(Client.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    return row is not None
+
+
+async def locked_until(session: AsyncSession, client_id: uuid.UUID) -> datetime | None:
+    """The client's `locked_until` as committed now (not an earlier copy)."""
+    result = await session.execute(select(Client.locked_until).where(Client.id == client_id))
+    return result.scalar_one_or_none()
 
 
 async def update_client(session: AsyncSession, client_id: uuid.UUID, **values: Any) -> None:

@@ -14,7 +14,7 @@ from brokerx_api.clients import repository
 from brokerx_api.clients.emails import enqueue_email, verification_email
 from brokerx_api.clients.schemas import SignupIn
 from brokerx_api.errors import Unauthorized, ValidationFailed
-from brokerx_core.auth.otp import consume_code, issue_code
+from brokerx_core.auth.otp import codes_issued_within, consume_code, issue_code
 from brokerx_core.auth.passwords import password_weakness
 from brokerx_core.db.models import Client
 
@@ -100,6 +100,8 @@ async def verify_email(ctx: AuthContext, email: str, code: str) -> Client:
     if client.status == "active":
         raise AlreadyActive()
     now = ctx.now()
+    # Each guess counts against the code, which is spent after the last one allowed: the
+    # throttle alone would leave a day of guesses at a 6-digit code.
     verified = client.status == "pending" and await consume_code(
         ctx.db,
         secret=ctx.code_secret,
@@ -107,11 +109,15 @@ async def verify_email(ctx: AuthContext, email: str, code: str) -> Client:
         purpose="email_verification",
         code=code,
         now=now,
+        max_attempts=settings.verification_code_max_attempts,
     )
     client_id = client.id
-    if not verified or not await repository.activate(ctx.db, client_id, now):
+    if verified and not await repository.activate(ctx.db, client_id, now):
         # Undo a code spent on a client that stopped being pending meanwhile.
         await ctx.db.rollback()
+        verified = False
+    if not verified:
+        # Committed with the guess counted against the code.
         await ctx.audit("client.verification_failed", client_id)
         await ctx.db.commit()
         raise InvalidCode()
@@ -130,6 +136,20 @@ async def resend_verification(ctx: AuthContext, email: str) -> None:
     await ctx.throttle("resend-account", identity_of(email), settings.rate_limit_resend_per_minute)
     client = await repository.get_by_email(ctx.db, email)
     if client is None or client.status != "pending":
+        return
+    sent = await codes_issued_within(
+        ctx.db,
+        client_id=client.id,
+        purpose="email_verification",
+        now=ctx.now(),
+        ttl=timedelta(seconds=settings.verification_code_ttl_seconds),
+        window=timedelta(days=1),
+    )
+    if sent >= settings.verification_codes_per_day:
+        # Each code allows a few guesses: a cap on codes bounds the guesses a day. The
+        # answer stays 202, as for an unknown address.
+        await ctx.audit("client.verification_resend_capped", client.id, sent_today=sent)
+        await ctx.db.commit()
         return
     await ctx.audit("client.verification_resent", client.id)
     await _send_verification_code(ctx, client)

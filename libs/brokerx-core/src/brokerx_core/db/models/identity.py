@@ -65,6 +65,9 @@ class VerificationCode(Base):
     expires_at: Mapped[datetime]
     consumed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Guesses counted against this code (migration 0011); a sign-up code is spent after
+    # VERIFICATION_CODE_MAX_ATTEMPTS of them (brokerx_core.auth.otp.consume_code).
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
 
 
 class AuthSession(Base):
