@@ -7,6 +7,7 @@ counted on the engine (`before_cursor_execute`); mail goes to a real SMTP server
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from brokerx_core.db import create_sessionmaker
+from brokerx_core.observability.logging import configure_logging
 from brokerx_core.streams import EXECUTIONS_STREAM, NOTIFIER_GROUP
 from brokerx_worker.jobs.notifier import Notifier, NotifierConfig
 from brokerx_worker.mail import SmtpSession
@@ -55,9 +57,12 @@ async def start_notifier(
 ) -> AsyncIterator[StartNotifier]:
     tasks: list[asyncio.Task[None]] = []
 
-    async def start(consumer: str = "worker-1", **ctx: Any) -> Notifier:
+    async def start(
+        consumer: str = "worker-1", config: NotifierConfig | None = None, **ctx: Any
+    ) -> Notifier:
         context = {"settings": settings, "sessionmaker": sessionmaker, "streams": redis, **ctx}
-        notifier = Notifier(context, consumer, NotifierConfig(block_ms=300, linger_ms=10))
+        config = config or NotifierConfig(block_ms=300, linger_ms=10)
+        notifier = Notifier(context, consumer, config)
         tasks.append(asyncio.create_task(notifier.run()))
         return notifier
 
@@ -65,6 +70,28 @@ async def start_notifier(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class WorkerLog:
+    """The structured log lines the worker wrote during the test."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self._caplog = caplog
+
+    def count(self, *events: str) -> int:
+        return sum(
+            1
+            for record in self._caplog.records
+            if isinstance(record.msg, dict) and record.msg.get("event") in events
+        )
+
+
+@pytest.fixture
+def worker_log(caplog: pytest.LogCaptureFixture) -> WorkerLog:
+    """Logging set up as the worker sets it up when it starts, and captured."""
+    configure_logging("worker", "WARNING")
+    caplog.set_level(logging.WARNING)
+    return WorkerLog(caplog)
 
 
 @pytest.fixture
@@ -212,16 +239,27 @@ async def test_a_database_outage_leaves_reports_pending_until_it_ends(
     redis: Redis,
     smtp: SmtpSink,
     sessionmaker: async_sessionmaker[AsyncSession],
+    worker_log: WorkerLog,
 ) -> None:
     [owner] = await clients(engine, 1)
     await publish_report(redis, execution_report(owner, event="fill"))
     down = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none")
-    notifier = await start_notifier(sessionmaker=create_sessionmaker(down))
+    config = NotifierConfig(block_ms=300, linger_ms=10, redis_retry_seconds=0.05)
+    notifier = await start_notifier(config=config, sessionmaker=create_sessionmaker(down))
     await eventually(
         lambda: pending(redis), lambda n: n == 1, message="the entry is read and left pending"
     )
-    await asyncio.sleep(0.3)  # a few failed passes: the consumer must survive them
+    # A few failed passes (each logs the error, backs off, then re-reads its own pending
+    # entry): the consumer must survive them and send nothing, and tell the operator
+    # which store failed (a refused connection is a bare OSError from asyncpg).
+    await eventually(
+        lambda: asyncio.sleep(0, worker_log.count("notifier_database_error")),
+        lambda n: n >= 3,
+        message="three passes failed on the database",
+    )
     assert smtp.messages == []
+    assert await pending(redis) == 1
+    assert worker_log.count("notifier_redis_error") == 0  # Redis was never down
     notifier._ctx["sessionmaker"] = sessionmaker  # PostgreSQL is back
     await smtp.wait_for(owner.email)
     await wait_drained(redis, 1)

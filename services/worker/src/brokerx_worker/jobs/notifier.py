@@ -135,11 +135,12 @@ class Notifier:
                 log.warning("notifier_redis_error", error=str(exc))
                 backlog = True
                 await asyncio.sleep(self.config.redis_retry_seconds)
-            except (RedisError, OSError) as exc:
+            except RedisError as exc:  # redis-py wraps its socket errors in these
                 log.warning("notifier_redis_error", error=str(exc))
                 group_ready, backlog = False, True
                 await asyncio.sleep(self.config.redis_retry_seconds)
-            except SQLAlchemyError as exc:  # PostgreSQL away: the batch stays pending
+            except (SQLAlchemyError, OSError) as exc:  # PostgreSQL away: the batch stays pending
+                # asyncpg raises a refused connection as a bare OSError, not wrapped.
                 first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
                 log.warning("notifier_database_error", error=first_line)
                 backlog = True
