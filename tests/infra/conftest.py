@@ -13,10 +13,14 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
+
+from tests.support.servers import ServerUrls
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_BIN = REPO_ROOT / ".venv" / "bin" / "docker-compose"
@@ -102,3 +106,28 @@ def require_binary(name: str, *fallbacks: str) -> str:
         if Path(candidate).is_file():
             return candidate
     pytest.skip(f"{name} is not installed (infra/ci/install-system-deps.sh installs it)")
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """The suite's PostgreSQL server (`servers`: TEST_DATABASE_URL, or the embedded one),
+    addressed the way pg_dump, psql, restore.sh and asyncpg take it."""
+
+    admin_url: str  # SQLAlchemy URL of its `postgres` database
+
+    def url(self, database: str = "postgres", *, password: bool = True) -> str:
+        """A libpq URL (postgresql://) of one database on the server."""
+        url = make_url(self.admin_url).set(drivername="postgresql", database=database)
+        if not password:
+            url = url.set(password=None)
+        return url.render_as_string(hide_password=False)
+
+    def app_url(self, database: str) -> str:
+        """The same database as the app's DATABASE_URL (postgresql+asyncpg://)."""
+        url = make_url(self.admin_url).set(drivername="postgresql+asyncpg", database=database)
+        return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server(servers: ServerUrls) -> PgServer:
+    return PgServer(servers.admin_database_url)

@@ -1,6 +1,7 @@
-"""Backups against the real PostgreSQL (127.0.0.1:5432, user postgres): the worker's job
-writes a verified dump, restore.sh brings it back into a fresh database identically,
-retention keeps the right files, and a failed dump destroys nothing.
+"""Backups against the suite's real PostgreSQL (`servers`: TEST_DATABASE_URL, or the
+embedded server tests/support/servers.py starts): the worker's job writes a verified
+dump, restore.sh brings it back into a fresh database identically, retention keeps the
+right files, and a failed dump destroys nothing.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ from brokerx_worker.backup_retention import (
 from brokerx_worker.backup_status import STATUS_FILE
 from brokerx_worker.cron import arq_cron_kwargs
 
-from .conftest import REPO_ROOT, require_binary
+from .conftest import REPO_ROOT, PgServer, require_binary
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 RESTORE = REPO_ROOT / "scripts/restore.sh"
 
 
@@ -58,42 +58,64 @@ def pg_tools() -> None:
         require_binary(tool)
 
 
-async def _connect(database: str = "postgres") -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(f"{SERVER}/{database}", timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at {SERVER} is not reachable: {exc}")
+@dataclass(frozen=True)
+class Databases:
+    """Databases on the suite's server, as the backup and restore tools see them."""
 
+    server: PgServer
 
-async def _drop(database: str) -> None:
-    admin = await _connect()
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async def connect(self, database: str = "postgres") -> asyncpg.Connection:
+        return await asyncpg.connect(self.server.url(database), timeout=5)
 
+    async def drop(self, database: str) -> None:
+        admin = await self.connect()
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
-async def _snapshot(database: str) -> dict[str, list[tuple[object, ...]]]:
-    conn = await _connect(database)
-    try:
-        return {
-            "account": [tuple(r) for r in await conn.fetch("SELECT * FROM account ORDER BY id")],
-            "trade": [tuple(r) for r in await conn.fetch("SELECT * FROM trade ORDER BY id")],
+    async def snapshot(self, database: str) -> dict[str, list[tuple[object, ...]]]:
+        conn = await self.connect(database)
+        try:
+            return {
+                "account": [
+                    tuple(r) for r in await conn.fetch("SELECT * FROM account ORDER BY id")
+                ],
+                "trade": [tuple(r) for r in await conn.fetch("SELECT * FROM trade ORDER BY id")],
+            }
+        finally:
+            await conn.close()
+
+    def restore(
+        self, dump: Path, target: str, **env_overrides: str
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "RESTORE_MODE": "local",
+            "RESTORE_SERVER_URL": self.server.url(),
+            "RESTORE_SKIP_INVARIANTS": "1",
+            **env_overrides,
         }
-    finally:
-        await conn.close()
+        return subprocess.run(
+            [str(RESTORE), str(dump), target], env=env, capture_output=True, text=True, timeout=120
+        )
 
 
 @pytest.fixture
-async def scratch_db(pg_tools: None) -> AsyncIterator[str]:
+def pg(pg_server: PgServer) -> Databases:
+    return Databases(pg_server)
+
+
+@pytest.fixture
+async def scratch_db(pg_tools: None, pg: Databases) -> AsyncIterator[str]:
     """A throwaway database with two tables and a few rows (NUMERIC, text, timestamps)."""
     name = f"brokerx_bk_{uuid.uuid4().hex[:10]}"
-    admin = await _connect()
+    admin = await pg.connect()
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    conn = await _connect(name)
+    conn = await pg.connect(name)
     try:
         await conn.execute(
             """
@@ -116,17 +138,17 @@ async def scratch_db(pg_tools: None) -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield name
-    await _drop(name)
+    await pg.drop(name)
 
 
 @pytest.fixture
-def restored_names() -> Iterator[list[str]]:
+def restored_names(pg_server: PgServer) -> Iterator[list[str]]:
     """Databases created by restore.sh during a test, dropped afterwards."""
     names: list[str] = []
     yield names
     for name in names:
         subprocess.run(
-            ["psql", f"{SERVER}/postgres", "-qc", f'DROP DATABASE IF EXISTS "{name}"'],
+            ["psql", pg_server.url(), "-qc", f'DROP DATABASE IF EXISTS "{name}"'],
             capture_output=True,
             check=False,
         )
@@ -151,24 +173,11 @@ def run(
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def run_restore(dump: Path, target: str, **env_overrides: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "RESTORE_MODE": "local",
-        "RESTORE_SERVER_URL": f"{SERVER}/postgres",
-        "RESTORE_SKIP_INVARIANTS": "1",
-        **env_overrides,
-    }
-    return subprocess.run(
-        [str(RESTORE), str(dump), target], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 async def test_backup_job_writes_a_verified_dump_and_sets_the_gauges(
-    scratch_db: str, tmp_path: Path
+    scratch_db: str, pg: Databases, tmp_path: Path
 ) -> None:
     settings = FakeSettings(
-        backup_dir=str(tmp_path / "backups"), libpq_url=f"{SERVER}/{scratch_db}"
+        backup_dir=str(tmp_path / "backups"), libpq_url=pg.server.url(scratch_db)
     )
     before = datetime.now(UTC).replace(microsecond=0)
 
@@ -196,24 +205,24 @@ async def test_backup_job_writes_a_verified_dump_and_sets_the_gauges(
 
 
 async def test_restore_into_a_fresh_database_returns_identical_data(
-    scratch_db: str, tmp_path: Path, restored_names: list[str]
+    scratch_db: str, pg: Databases, tmp_path: Path, restored_names: list[str]
 ) -> None:
-    settings = FakeSettings(backup_dir=str(tmp_path), libpq_url=f"{SERVER}/{scratch_db}")
+    settings = FakeSettings(backup_dir=str(tmp_path), libpq_url=pg.server.url(scratch_db))
     dump = Path((await nightly_backup({"settings": settings}))["file"])
-    original = await _snapshot(scratch_db)
-    await _drop(scratch_db)  # the disaster
+    original = await pg.snapshot(scratch_db)
+    await pg.drop(scratch_db)  # the disaster
 
     target = f"brokerx_rs_{uuid.uuid4().hex[:10]}"
     restored_names.append(target)
-    result = run_restore(dump, target)
+    result = pg.restore(dump, target)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "checksum OK" in result.stdout
     assert re.search(r"public\.account\s*\|\s*3\b", result.stdout), result.stdout
     assert re.search(r"public\.trade\s*\|\s*4\b", result.stdout), result.stdout
-    assert await _snapshot(target) == original
+    assert await pg.snapshot(target) == original
     # The sequences came back too: the next id follows the restored rows.
-    conn = await _connect(target)
+    conn = await pg.connect(target)
     try:
         new_id = await conn.fetchval(
             "INSERT INTO account (owner, cash) VALUES ('carol', 1) RETURNING id"
@@ -224,9 +233,9 @@ async def test_restore_into_a_fresh_database_returns_identical_data(
 
 
 async def test_restore_runs_the_invariant_checker_on_the_restored_database(
-    scratch_db: str, tmp_path: Path, restored_names: list[str]
+    scratch_db: str, pg: Databases, tmp_path: Path, restored_names: list[str]
 ) -> None:
-    settings = FakeSettings(backup_dir=str(tmp_path / "b"), libpq_url=f"{SERVER}/{scratch_db}")
+    settings = FakeSettings(backup_dir=str(tmp_path / "b"), libpq_url=pg.server.url(scratch_db))
     dump = Path((await nightly_backup({"settings": settings}))["file"])
     calls = tmp_path / "checker.log"
     checker = tmp_path / "fake-python"
@@ -238,29 +247,29 @@ async def test_restore_runs_the_invariant_checker_on_the_restored_database(
 
     ok_target = f"brokerx_rs_{uuid.uuid4().hex[:10]}"
     restored_names.append(ok_target)
-    ok = run_restore(dump, ok_target, RESTORE_SKIP_INVARIANTS="", PYTHON=str(checker))
+    ok = pg.restore(dump, ok_target, RESTORE_SKIP_INVARIANTS="", PYTHON=str(checker))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "invariants hold" in ok.stdout
     assert calls.read_text().split() == [
         "-m",
         "brokerx_core.invariants",
-        f"DATABASE_URL={SERVER}/{ok_target}",
+        f"DATABASE_URL={pg.server.url(ok_target, password=False)}",
     ]
 
     bad_target = f"brokerx_rs_{uuid.uuid4().hex[:10]}"
     restored_names.append(bad_target)
-    bad = run_restore(
+    bad = pg.restore(
         dump, bad_target, RESTORE_SKIP_INVARIANTS="", PYTHON=str(checker), FAKE_EXIT="3"
     )
     assert bad.returncode != 0
     assert "invariant violations" in bad.stderr
-    assert await _snapshot(bad_target) == await _snapshot(scratch_db)  # kept for inspection
+    assert await pg.snapshot(bad_target) == await pg.snapshot(scratch_db)  # kept for inspection
 
 
 async def test_restore_refuses_a_corrupt_or_unverifiable_file(
-    scratch_db: str, tmp_path: Path, restored_names: list[str]
+    scratch_db: str, pg: Databases, tmp_path: Path, restored_names: list[str]
 ) -> None:
-    settings = FakeSettings(backup_dir=str(tmp_path), libpq_url=f"{SERVER}/{scratch_db}")
+    settings = FakeSettings(backup_dir=str(tmp_path), libpq_url=pg.server.url(scratch_db))
     dump = Path((await nightly_backup({"settings": settings}))["file"])
     target = f"brokerx_rs_{uuid.uuid4().hex[:10]}"
     restored_names.append(target)
@@ -271,16 +280,16 @@ async def test_restore_refuses_a_corrupt_or_unverifiable_file(
     (corrupt.parent / f"{dump.name}.sha256").write_text(
         (tmp_path / f"{dump.name}.sha256").read_text()
     )
-    result = run_restore(corrupt, target)
+    result = pg.restore(corrupt, target)
     assert result.returncode != 0
     assert "checksum mismatch" in result.stderr
 
     (corrupt.parent / f"{dump.name}.sha256").unlink()
-    result = run_restore(corrupt, target)
+    result = pg.restore(corrupt, target)
     assert result.returncode != 0
     assert ".sha256 is missing" in result.stderr
 
-    conn = await _connect()
+    conn = await pg.connect()
     try:
         assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname=$1", target) == 0
     finally:
@@ -288,14 +297,14 @@ async def test_restore_refuses_a_corrupt_or_unverifiable_file(
 
 
 async def test_restore_never_overwrites_an_existing_database(
-    scratch_db: str, tmp_path: Path
+    scratch_db: str, pg: Databases, tmp_path: Path
 ) -> None:
-    settings = FakeSettings(backup_dir=str(tmp_path), libpq_url=f"{SERVER}/{scratch_db}")
+    settings = FakeSettings(backup_dir=str(tmp_path), libpq_url=pg.server.url(scratch_db))
     dump = Path((await nightly_backup({"settings": settings}))["file"])
-    result = run_restore(dump, scratch_db)
+    result = pg.restore(dump, scratch_db)
     assert result.returncode != 0
     assert "already exists" in result.stderr
-    assert len((await _snapshot(scratch_db))["trade"]) == 4
+    assert len((await pg.snapshot(scratch_db))["trade"]) == 4
 
 
 async def test_a_failed_dump_keeps_older_backups_and_counts_the_failure(
@@ -326,12 +335,12 @@ async def test_a_failed_dump_keeps_older_backups_and_counts_the_failure(
 
 
 async def test_backup_script_runs_the_job_from_the_command_line(
-    scratch_db: str, tmp_path: Path
+    scratch_db: str, pg: Databases, tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
         "BACKUP_MODE": "local",
-        "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{scratch_db}",
+        "DATABASE_URL": pg.server.app_url(scratch_db),
         "BACKUP_DIR": str(tmp_path / "cli"),
         "ENVIRONMENT": "test",
     }

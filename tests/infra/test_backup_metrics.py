@@ -2,8 +2,8 @@
 
 `make backup` runs `python -m brokerx_worker.backup` as a process of its own (inside the
 worker container); its success must clear BackupTooOld and its failure must raise
-BackupFailed through the long-running worker's /metrics. Real PostgreSQL
-(127.0.0.1:5432, user postgres) and pg_dump.
+BackupFailed through the long-running worker's /metrics. The suite's real PostgreSQL
+(`servers`: TEST_DATABASE_URL, or the embedded server) and pg_dump.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from brokerx_worker import backup
 from brokerx_worker.backup_retention import parse_backup_time
 from brokerx_worker.backup_status import COLLECTOR, STATUS_FILE, read_status, record_failure
 
-from .conftest import REPO_ROOT, require_binary
+from .conftest import REPO_ROOT, PgServer, require_binary
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 BACKUP_SCRIPT = REPO_ROOT / "scripts/backup.sh"
 
 
@@ -37,11 +36,8 @@ class FakeSettings:
         self.backup_dir = str(backup_dir)
 
 
-async def _admin(statement: str) -> None:
-    try:
-        conn = await asyncpg.connect(f"{SERVER}/postgres", timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at {SERVER} is not reachable: {exc}")
+async def _admin(server: PgServer, statement: str) -> None:
+    conn = await asyncpg.connect(server.url(), timeout=5)
     try:
         await conn.execute(statement)
     finally:
@@ -49,13 +45,13 @@ async def _admin(statement: str) -> None:
 
 
 @pytest.fixture
-async def database() -> AsyncIterator[str]:
+async def database(pg_server: PgServer) -> AsyncIterator[str]:
     for tool in ("pg_dump", "pg_restore"):
         require_binary(tool)
     name = f"brokerx_bm_{uuid.uuid4().hex[:10]}"
-    await _admin(f'CREATE DATABASE "{name}"')
+    await _admin(pg_server, f'CREATE DATABASE "{name}"')
     yield name
-    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def worker_metrics() -> dict[str, float]:
@@ -92,7 +88,7 @@ def make_backup(backup_dir: Path, database_url: str) -> subprocess.CompletedProc
 
 
 async def test_make_backup_in_another_process_shows_in_the_running_workers_metrics(
-    database: str, tmp_path: Path
+    database: str, pg_server: PgServer, tmp_path: Path
 ) -> None:
     backups = tmp_path / "backups"
     # The worker starts (its background task) before any backup exists.
@@ -102,7 +98,7 @@ async def test_make_backup_in_another_process_shows_in_the_running_workers_metri
     assert started["brokerx_backup_last_success_timestamp_seconds"] == 0
     assert started["brokerx_backup_failures_total"] == 0
 
-    ok = make_backup(backups, f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}")
+    ok = make_backup(backups, pg_server.app_url(database))
 
     assert ok.returncode == 0, ok.stdout + ok.stderr
     taken = Path(json.loads(ok.stdout.strip().splitlines()[-1])["file"])

@@ -149,40 +149,81 @@ async def add_ledger_entry(
     )
 
 
+async def plant_trade(
+    conn: AsyncConnection,
+    buyer_account: uuid.UUID,
+    seller_account: uuid.UUID,
+    *,
+    price: Decimal = Decimal("190"),
+    quantity: int = 10,
+    notional: Decimal | None = None,
+    buy_order_quantity: int | None = None,
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """A trade of `quantity` AAPL at `price` between two filled orders, settled as the
+    engine settles one: `notional` (price x quantity unless told) leaves the buyer's cash
+    for the seller's, both in the ledger, and the shares go from the seller's position
+    (created if need be: a seller without shares goes short) to the buyer's.
+
+    `buy_order_quantity` below `quantity` overfills the buy order (it is then left
+    `partially_filled`, which the schema refuses unless its constraints are dropped).
+    Returns (trade id, buy order id, sell order id)."""
+    amount = price * quantity if notional is None else notional
+    ordered = quantity if buy_order_quantity is None else buy_order_quantity
+    buy = await insert_order(
+        conn,
+        buyer_account,
+        "buy",
+        status="filled" if ordered == quantity else "partially_filled",
+        quantity=ordered,
+        filled=quantity,
+    )
+    sell = await insert_order(
+        conn, seller_account, "sell", status="filled", quantity=quantity, filled=quantity
+    )
+    trade_id = uuid.uuid4()
+    await conn.execute(
+        text(
+            "INSERT INTO trade (id, symbol, price, quantity, buy_order_id, sell_order_id,"
+            " buyer_account_id, seller_account_id, aggressor_side)"
+            " VALUES (:id, 'AAPL', :price, :qty, :buy, :sell, :buyer, :seller, 'buy')"
+        ),
+        {
+            "id": trade_id,
+            "price": price,
+            "qty": quantity,
+            "buy": buy,
+            "sell": sell,
+            "buyer": buyer_account,
+            "seller": seller_account,
+        },
+    )
+    await add_ledger_entry(conn, buyer_account, "buy", -amount, trade_id)
+    await add_ledger_entry(conn, seller_account, "sell", amount, trade_id)
+    for account, moved in ((buyer_account, quantity), (seller_account, -quantity)):
+        values = {"account": account, "moved": moved, "price": price}
+        updated = await conn.execute(
+            text(
+                "UPDATE position SET quantity = quantity + :moved"
+                " WHERE account_id = :account AND symbol = 'AAPL'"
+            ),
+            values,
+        )
+        if updated.rowcount == 0:
+            await conn.execute(
+                text(
+                    "INSERT INTO position (account_id, symbol, quantity, avg_cost)"
+                    " VALUES (:account, 'AAPL', :moved, :price)"
+                ),
+                values,
+            )
+    return trade_id, buy, sell
+
+
 async def settle_trade(engine: AsyncEngine) -> SettledTrade:
     """A buyer and a seller whose orders traded 10 AAPL at 190.00, settled correctly."""
     buyer = await create_client(engine, cash=Decimal("10000.00"))
     seller = await create_client(engine)
     await grant_position(engine, seller.account_id, "AAPL", 10)
-    trade_id = uuid.uuid4()
     async with engine.begin() as conn:
-        buy = await insert_order(conn, buyer.account_id, "buy", status="filled", filled=10)
-        sell = await insert_order(conn, seller.account_id, "sell", status="filled", filled=10)
-        await conn.execute(
-            text(
-                "INSERT INTO trade (id, symbol, price, quantity, buy_order_id, sell_order_id,"
-                " buyer_account_id, seller_account_id, aggressor_side)"
-                " VALUES (:id, 'AAPL', 190, 10, :buy, :sell, :buyer, :seller, 'buy')"
-            ),
-            {
-                "id": trade_id,
-                "buy": buy,
-                "sell": sell,
-                "buyer": buyer.account_id,
-                "seller": seller.account_id,
-            },
-        )
-        await add_ledger_entry(conn, buyer.account_id, "buy", Decimal("-1900.00"), trade_id)
-        await add_ledger_entry(conn, seller.account_id, "sell", Decimal("1900.00"), trade_id)
-        await conn.execute(
-            text(
-                "INSERT INTO position (account_id, symbol, quantity, avg_cost)"
-                " VALUES (:buyer, 'AAPL', 10, 190)"
-            ),
-            {"buyer": buyer.account_id},
-        )
-        await conn.execute(
-            text("UPDATE position SET quantity = quantity - 10 WHERE account_id = :seller"),
-            {"seller": seller.account_id},
-        )
+        trade_id, buy, sell = await plant_trade(conn, buyer.account_id, seller.account_id)
     return SettledTrade(buyer, seller, trade_id, buy, sell)

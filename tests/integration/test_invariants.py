@@ -10,6 +10,7 @@ the checker must find them without relying on the schema it audits.
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -18,11 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokerx_core import invariants
 from brokerx_core.invariants import find_violations, find_violations_on
+from brokerx_core.money import cash
 from brokerx_core.seed import credit_deposit
 from tests.integration.invariant_planting import (
     execute,
     insert_order,
     names,
+    plant_trade,
     rest_order,
     settle_trade,
     without_constraints,
@@ -383,3 +386,127 @@ async def test_a_fully_filled_order_that_is_not_filled_is_found(
 
     assert names(violations) == {"4: status agrees with filled_qty"}
     assert [v.subject for v in violations] == [str(trade.sell_order_id)]
+
+
+async def test_a_short_position_is_found(engine: AsyncEngine) -> None:
+    """No short positions: a sale by an account without shares went through. Everything
+    else agrees (the fills, the shares of the symbol, the cash moved)."""
+    buyer = await create_client(engine, cash=Decimal("10000.00"))
+    seller = await create_client(engine)
+    async with without_constraints(
+        engine,
+        "position.ck_position_quantity_non_negative",
+        "position.ck_position_reserved_within_quantity",
+    ) as conn:
+        await plant_trade(conn, buyer.account_id, seller.account_id)
+        violations = await find_violations_on(conn)
+
+    assert names(violations) == {"2: 0 <= reserved_qty <= qty"}
+    assert [(v.subject, v.detail) for v in violations] == [
+        (f"{seller.account_id}/AAPL", "qty=-10 reserved=0")
+    ]
+
+
+async def test_a_trade_of_an_account_with_itself_is_found(engine: AsyncEngine) -> None:
+    """Both legs settled on one account: cash, shares and fills all agree, but no money
+    moved between two accounts."""
+    client = await create_client(engine, cash=Decimal("10000.00"))
+    await grant_position(engine, client.account_id, "AAPL", 10)
+    async with without_constraints(engine, "trade.ck_trade_no_self_trade") as conn:
+        trade_id, _, _ = await plant_trade(conn, client.account_id, client.account_id)
+        violations = await find_violations_on(conn)
+
+    assert names(violations) == {"3: each trade moves price x qty between two accounts"}
+    assert [v.subject for v in violations] == [str(trade_id)]
+
+
+async def test_a_deposit_without_its_ledger_entry_is_found(engine: AsyncEngine) -> None:
+    client = await create_client(engine)
+    deposit_id = uuid.uuid4()
+    await execute(
+        engine,
+        "INSERT INTO deposit (id, account_id, amount, status, balance_after)"
+        " VALUES (:id, :account, 500, 'settled', 500)",
+        id=deposit_id,
+        account=client.account_id,
+    )
+
+    violations = await find_violations(engine)
+
+    assert names(violations) == {"3: deposit entries = deposits"}
+    assert [(v.subject, v.detail) for v in violations] == [
+        (str(deposit_id), "entry=missing deposit=500.00")
+    ]
+
+
+async def test_a_deposit_that_is_not_settled_is_found(engine: AsyncEngine) -> None:
+    """Its entry credited the cash, but the deposit itself never settled."""
+    client = await create_client(engine)
+    async with without_constraints(engine, "deposit.ck_deposit_status") as conn:
+        await credit_deposit(conn, client.account_id, Decimal("500.00"))
+        await conn.execute(
+            text("UPDATE deposit SET status = 'pending' WHERE account_id = :id"),
+            {"id": client.account_id},
+        )
+        deposit_id = (await conn.execute(text("SELECT id FROM deposit"))).scalar_one()
+        violations = await find_violations_on(conn)
+
+    assert names(violations) == {"3: deposit entries = deposits"}
+    assert [v.subject for v in violations] == [str(deposit_id)]
+
+
+@pytest.mark.parametrize(
+    ("price", "moved", "consistent"),
+    [
+        # 2 x 10.0025 = 20.005: half-even keeps the even cent (what `money.cash` does).
+        (Decimal("10.0025"), Decimal("20.00"), True),
+        (Decimal("10.0025"), Decimal("20.01"), False),  # rounded half away from zero
+        # 2 x 10.0075 = 20.015: the even cent is the upper one.
+        (Decimal("10.0075"), Decimal("20.02"), True),
+        (Decimal("10.0075"), Decimal("20.01"), False),  # truncated
+    ],
+    ids=["half-even-down", "half-up", "half-even-up", "truncated"],
+)
+async def test_a_sub_cent_notional_moves_the_half_even_cent(
+    engine: AsyncEngine, price: Decimal, moved: Decimal, consistent: bool
+) -> None:
+    """A trade whose notional falls on half a cent settles at the cent `money.cash`
+    rounds to (half-even, as the engine does); any other cent is a violation."""
+    assert (cash(price * 2) == moved) is consistent
+    buyer = await create_client(engine, cash=Decimal("100.00"))
+    seller = await create_client(engine)
+    await grant_position(engine, seller.account_id, "AAPL", 2)
+    async with engine.begin() as conn:
+        trade_id, _, _ = await plant_trade(
+            conn, buyer.account_id, seller.account_id, price=price, quantity=2, notional=moved
+        )
+
+    violations = await find_violations(engine)
+
+    if consistent:
+        assert violations == []
+    else:
+        assert names(violations) == {"3: each trade moves price x qty between two accounts"}
+        assert [v.subject for v in violations] == [str(trade_id)]
+
+
+async def test_an_order_filled_beyond_its_quantity_is_found(engine: AsyncEngine) -> None:
+    """12 shares traded against a buy order of 10: its fills agree with its
+    filled_quantity, which is more than it asked for."""
+    buyer = await create_client(engine, cash=Decimal("10000.00"))
+    seller = await create_client(engine)
+    await grant_position(engine, seller.account_id, "AAPL", 12)
+    async with without_constraints(
+        engine,
+        "client_order.ck_client_order_filled_within_quantity",
+        "client_order.ck_client_order_status_agrees_with_fills",
+    ) as conn:
+        _, buy, _ = await plant_trade(
+            conn, buyer.account_id, seller.account_id, quantity=12, buy_order_quantity=10
+        )
+        violations = await find_violations_on(conn)
+
+    assert names(violations) == {"4: filled_qty = sum of fills <= quantity"}
+    assert [(v.subject, v.detail) for v in violations] == [
+        (str(buy), "filled=12 fills=12 quantity=10")
+    ]

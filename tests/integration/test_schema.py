@@ -197,3 +197,47 @@ async def test_audit_rows_cannot_be_updated_or_deleted(engine: AsyncEngine) -> N
     async with engine.connect() as conn:
         actions = (await conn.execute(text("SELECT action FROM audit_event"))).scalars().all()
     assert actions == ["login_succeeded"]
+
+
+@pytest.mark.usefixtures("instruments")
+async def test_a_position_cannot_go_short(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        account_id = await _client_and_account(conn)
+        await conn.execute(
+            text("INSERT INTO position (account_id, symbol, quantity) VALUES (:a, 'AAPL', 5)"),
+            {"a": account_id},
+        )
+    with pytest.raises(IntegrityError, match="ck_position_quantity_non_negative"):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE position SET quantity = quantity - 6 WHERE account_id = :a"),
+                {"a": account_id},
+            )
+    async with engine.connect() as conn:
+        held = (
+            await conn.execute(
+                text("SELECT quantity FROM position WHERE account_id = :a"), {"a": account_id}
+            )
+        ).scalar_one()
+    assert held == 5
+
+
+@pytest.mark.usefixtures("instruments")
+async def test_a_trade_needs_two_different_accounts(engine: AsyncEngine) -> None:
+    buy, sell = uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as conn:
+        account_id = await _client_and_account(conn)
+        await _order(conn, account_id, id=buy)
+        await _order(conn, account_id, id=sell)
+    with pytest.raises(IntegrityError, match="ck_trade_no_self_trade"):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO trade (id, symbol, price, quantity, buy_order_id,"
+                    " sell_order_id, buyer_account_id, seller_account_id, aggressor_side)"
+                    " VALUES (:id, 'AAPL', 190, 1, :buy, :sell, :a, :a, 'buy')"
+                ),
+                {"id": uuid.uuid4(), "buy": buy, "sell": sell, "a": account_id},
+            )
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM trade"))).scalar_one() == 0

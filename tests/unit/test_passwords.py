@@ -19,6 +19,7 @@ from brokerx_core.auth.passwords import (
     is_common_password,
     password_weakness,
 )
+from tests.support.argon2_calls import count_argon2_verifications
 
 CHEAP = HashParameters(memory_kib=1024, time_cost=1, parallelism=1)
 
@@ -97,10 +98,20 @@ async def test_hashing_does_not_block_the_event_loop() -> None:
     assert ticks >= min(10, int(elapsed * 1000) // 4), (ticks, elapsed)
 
 
-async def test_verify_dummy_costs_a_real_verification() -> None:
+async def test_verify_dummy_costs_a_real_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an unknown e-mail's login spends: one argon2id verification, against a hash
+    made with the configured parameters, that argon2 computes and refuses (a mismatch,
+    not a malformed hash answered at once)."""
+    argon2 = count_argon2_verifications(monkeypatch)
     hashing = PasswordHashing(CHEAP)
-    await hashing.verify_dummy("anything")  # must not raise, whatever the input
-    await hashing.verify_dummy("")
+    for password in ("anything", "", "Sturdy-Falcon-42"):
+        await hashing.verify_dummy(password)  # never raises, whatever the input
+        [verification] = argon2.take()
+        assert verification.outcome == "mismatch"
+        assert verification.password_hash.startswith(
+            f"$argon2id$v=19$m={CHEAP.memory_kib},t={CHEAP.time_cost},p={CHEAP.parallelism}$"
+        )
+        assert not hashing.needs_rehash(verification.password_hash)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -60,24 +61,35 @@ def test_access_token_carries_every_claim_and_decodes(service: TokenService, clo
     assert service.issue_access(CLIENT, SESSION) != token  # unique jti
 
 
-def test_forged_tokens_are_refused(service: TokenService) -> None:
+def _without(body: dict[str, Any], claim: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != claim}
+
+
+# Each forgery from the claims of a genuine access token.
+FORGERIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "alg none": lambda body: f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(body)}.",
+    "other secret": lambda body: jwt.encode(body, "x" * 40, "HS256"),
+    "other algorithm": lambda body: jwt.encode(body, SECRET * 2, "HS512"),
+    "other audience": lambda body: jwt.encode({**body, "aud": "elsewhere"}, SECRET, "HS256"),
+    "other issuer": lambda body: jwt.encode({**body, "iss": "evil"}, SECRET, "HS256"),
+    "no jti": lambda body: jwt.encode(_without(body, "jti"), SECRET, "HS256"),
+    "no exp": lambda body: jwt.encode(_without(body, "exp"), SECRET, "HS256"),
+    "bad sub": lambda body: jwt.encode({**body, "sub": "admin"}, SECRET, "HS256"),
+    "from the future": lambda body: jwt.encode(
+        {**body, "iat": body["iat"] + 3600}, SECRET, "HS256"
+    ),
+    "garbage": lambda body: "a.b.c",
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+def test_forged_tokens_are_refused(service: TokenService, forgery: str) -> None:
     body = claims(service.issue_access(CLIENT, SESSION))
-    forged = {
-        "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(body)}.",
-        "other secret": jwt.encode(body, "x" * 40, "HS256"),
-        "other algorithm": jwt.encode(body, SECRET * 2, "HS512"),
-        "other audience": jwt.encode({**body, "aud": "elsewhere"}, SECRET, "HS256"),
-        "other issuer": jwt.encode({**body, "iss": "evil"}, SECRET, "HS256"),
-        "no jti": jwt.encode({k: v for k, v in body.items() if k != "jti"}, SECRET, "HS256"),
-        "no exp": jwt.encode({k: v for k, v in body.items() if k != "exp"}, SECRET, "HS256"),
-        "bad sub": jwt.encode({**body, "sub": "admin"}, SECRET, "HS256"),
-        "from the future": jwt.encode({**body, "iat": body["iat"] + 3600}, SECRET, "HS256"),
-        "garbage": "a.b.c",
-    }
-    for name, token in forged.items():
-        with pytest.raises(InvalidToken):
-            service.decode(token, "access")
-        assert name
+    token = FORGERIES[forgery](body)
+    with pytest.raises(InvalidToken):
+        service.decode(token, "access")
+    with pytest.raises(InvalidToken):
+        service.decode_access(token)
 
 
 def test_expiry_follows_the_injected_clock(service: TokenService, clock: Clock) -> None:
