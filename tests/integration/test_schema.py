@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import text
@@ -13,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from brokerx_core.migrate import downgrade, upgrade
+from tests.support.scratch_db import scratch_database
 from tests.support.servers import ServerUrls
 
 
@@ -27,23 +26,8 @@ async def _tables(url: str) -> set[str]:
     return names
 
 
-@asynccontextmanager
-async def scratch_database(servers: ServerUrls) -> AsyncIterator[str]:
-    """The URL of an empty database of its own, dropped afterwards."""
-    admin = create_async_engine(servers.admin_database_url, isolation_level="AUTOCOMMIT")
-    name = f"brokerx_migrations_{uuid.uuid4().hex[:8]}"
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield servers.database_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
-
-
 async def test_migrations_up_down_up(servers: ServerUrls) -> None:
-    async with scratch_database(servers) as url:
+    async with scratch_database(servers, "brokerx_migrations") as url:
         await asyncio.to_thread(upgrade, url)
         assert {"client", "account", "client_order", "trade", "audit_event"} <= await _tables(url)
         await asyncio.to_thread(downgrade, url)
@@ -70,7 +54,7 @@ async def _totp_column_types(url: str) -> set[str]:
 async def test_migration_0006_widens_the_totp_columns_and_refuses_to_narrow_ciphertext(
     servers: ServerUrls,
 ) -> None:
-    async with scratch_database(servers) as url:
+    async with scratch_database(servers, "brokerx_migrations") as url:
         await asyncio.to_thread(upgrade, url)
         assert await _totp_column_types(url) == {"text"}
         engine = create_async_engine(url)

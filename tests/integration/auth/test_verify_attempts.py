@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 from sqlalchemy import text
@@ -23,6 +21,7 @@ from tests.support.auth import (
     sign_up,
     worker_settings,
 )
+from tests.support.scratch_db import scratch_database
 from tests.support.servers import ServerUrls
 from tests.support.smtp import SmtpSink
 
@@ -148,21 +147,6 @@ async def test_concurrent_guesses_are_all_counted_and_only_five_are_checked(
     assert (await verify(api, code)).status_code == 400
 
 
-@asynccontextmanager
-async def scratch_database(servers: ServerUrls) -> AsyncIterator[str]:
-    """The URL of an empty database of its own, dropped afterwards."""
-    admin = create_async_engine(servers.admin_database_url, isolation_level="AUTOCOMMIT")
-    name = f"brokerx_attempts_{uuid.uuid4().hex[:8]}"
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield servers.database_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
-
-
 async def test_migration_0011_counts_from_zero_for_older_code_and_rolls_back(
     servers: ServerUrls,
 ) -> None:
@@ -176,7 +160,7 @@ async def test_migration_0011_counts_from_zero_for_older_code_and_rolls_back(
         "SELECT column_name FROM information_schema.columns"
         " WHERE table_name = 'verification_code' AND column_name = 'attempts'"
     )
-    async with scratch_database(servers) as url:
+    async with scratch_database(servers, "brokerx_attempts") as url:
         await asyncio.to_thread(upgrade, url, "0011")
         engine = create_async_engine(url)
         try:
