@@ -279,11 +279,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with engine.begin() as conn:
             await seed_instruments(conn)
         # Tokens as long-lived as the sessions (2 h): a connection ends when its token does.
-        settings = ApiSettings(
-            database_url=servers.database_url,
-            redis_url=servers.redis_url,
-            access_token_ttl_seconds=7200,
-        )
+        urls = {"database_url": servers.database_url, "redis_url": servers.redis_url}
+        settings = ApiSettings(**urls, access_token_ttl_seconds=7200)
         clients = await create_clients(engine, args.idle + 2)
         tokens = await issue_tokens(engine, settings, clients)
         await api.start()
