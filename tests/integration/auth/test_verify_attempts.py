@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -57,15 +58,23 @@ async def code_rows(engine: AsyncEngine) -> list[tuple[int, bool]]:
         return [(int(row[0]), bool(row[1])) for row in rows]
 
 
+@pytest.fixture
+async def code(
+    api: httpx.AsyncClient, smtp: SmtpSink, servers: ServerUrls, database_url: str
+) -> str:
+    """EMAIL signed up; the code its verification mail carries."""
+    await sign_up(api, EMAIL)
+    return await mailed_code(smtp, servers, database_url)
+
+
 async def test_five_wrong_codes_spend_the_code_and_a_resent_one_works(
     api: httpx.AsyncClient,
     engine: AsyncEngine,
     smtp: SmtpSink,
     servers: ServerUrls,
     database_url: str,
+    code: str,
 ) -> None:
-    await sign_up(api, EMAIL)
-    code = await mailed_code(smtp, servers, database_url)
     for wrong in wrong_codes(code, 5):
         response = await verify(api, wrong)
         assert response.status_code == 400
@@ -117,14 +126,8 @@ async def test_resends_past_the_daily_cap_send_no_code_until_a_day_has_passed(
 
 
 async def test_the_fifth_guess_may_still_be_the_right_code(
-    api: httpx.AsyncClient,
-    engine: AsyncEngine,
-    smtp: SmtpSink,
-    servers: ServerUrls,
-    database_url: str,
+    api: httpx.AsyncClient, engine: AsyncEngine, code: str
 ) -> None:
-    await sign_up(api, EMAIL)
-    code = await mailed_code(smtp, servers, database_url)
     for wrong in wrong_codes(code, 4):
         assert (await verify(api, wrong)).status_code == 400
     assert (await verify(api, code)).status_code == 200
@@ -132,14 +135,8 @@ async def test_the_fifth_guess_may_still_be_the_right_code(
 
 
 async def test_concurrent_guesses_are_all_counted_and_only_five_are_checked(
-    api: httpx.AsyncClient,
-    engine: AsyncEngine,
-    smtp: SmtpSink,
-    servers: ServerUrls,
-    database_url: str,
+    api: httpx.AsyncClient, engine: AsyncEngine, code: str
 ) -> None:
-    await sign_up(api, EMAIL)
-    code = await mailed_code(smtp, servers, database_url)
     responses = await asyncio.gather(*(verify(api, wrong) for wrong in wrong_codes(code, 20)))
     assert {r.status_code for r in responses} == {400}
     # The count stops at the limit: no guess past the fifth was compared with the code.
