@@ -46,6 +46,30 @@ def _html_page(greeting: str, lead: str, code: str | None, footer: str) -> str:
     )
 
 
+def _message(
+    key: str,
+    to: str,
+    subject: str,
+    client_id: uuid.UUID,
+    *,
+    greeting: str,
+    lead: str,
+    code: str | None,
+    footer: str,
+) -> OutgoingEmail:
+    """One mail in both parts: the plain text (the code indented on its own line) and HTML."""
+    shown_code = f"    {code}\n\n" if code is not None else ""
+    text = f"{greeting}\n\n{lead}\n\n{shown_code}{footer}\n\n— BrokerX\n"
+    return OutgoingEmail(
+        key=key,
+        to=to,
+        subject=subject,
+        text=text,
+        html=_html_page(greeting, lead, code, footer),
+        client_id=client_id,
+    )
+
+
 def verification_email(
     code_id: uuid.UUID, client_id: uuid.UUID, to: str, first_name: str, code: str, hours: int
 ) -> OutgoingEmail:
@@ -56,14 +80,15 @@ def verification_email(
         f"The code is valid for {hours} hours and works once. "
         "If you did not sign up, ignore this e-mail."
     )
-    text = f"{greeting}\n\n{lead}\n\n    {code}\n\n{footer}\n\n— BrokerX\n"
-    return OutgoingEmail(
-        key=f"verification:{code_id}",
-        to=to,
-        subject="Verify your BrokerX e-mail address",
-        text=text,
-        html=_html_page(greeting, lead, code, footer),
-        client_id=client_id,
+    return _message(
+        f"verification:{code_id}",
+        to,
+        "Verify your BrokerX e-mail address",
+        client_id,
+        greeting=greeting,
+        lead=lead,
+        code=code,
+        footer=footer,
     )
 
 
@@ -77,14 +102,15 @@ def login_code_email(
         f"The code is valid for {minutes} minutes and works once. If this was not you, "
         "change your password: your password is known to someone else."
     )
-    text = f"{greeting}\n\n{lead}\n\n    {code}\n\n{footer}\n\n— BrokerX\n"
-    return OutgoingEmail(
-        key=f"mfa_login:{code_id}",
-        to=to,
-        subject="Your BrokerX login code",
-        text=text,
-        html=_html_page(greeting, lead, code, footer),
-        client_id=client_id,
+    return _message(
+        f"mfa_login:{code_id}",
+        to,
+        "Your BrokerX login code",
+        client_id,
+        greeting=greeting,
+        lead=lead,
+        code=code,
+        footer=footer,
     )
 
 
@@ -114,14 +140,15 @@ def mfa_changed_email(
         "If you did not make this change, someone else has access to your account: "
         "contact BrokerX support at once."
     )
-    text = f"{greeting}\n\n{lead}\n\n{footer}\n\n— BrokerX\n"
-    return OutgoingEmail(
-        key=f"mfa_changed:{change_id}",
-        to=to,
-        subject="Your BrokerX second factor was changed",
-        text=text,
-        html=_html_page(greeting, lead, None, footer),
-        client_id=client_id,
+    return _message(
+        f"mfa_changed:{change_id}",
+        to,
+        "Your BrokerX second factor was changed",
+        client_id,
+        greeting=greeting,
+        lead=lead,
+        code=None,
+        footer=footer,
     )
 
 
